@@ -1,0 +1,29 @@
+# The two commands of the README:  `make demo`  and  `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+JOBS ?= 2
+
+.PHONY: setup demo test test-all lint docs clean
+
+setup:
+	bash scripts/setup.sh $(VENV)
+
+# Sets everything up and runs the main job.
+demo: setup
+	$(PY) -m sorl_torchrl.smoke
+
+# Sets everything up and runs the default test suite (slow tests excluded), lint included.
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -n $(JOBS)
+
+# Every test, slow ones included.
+test-all: setup
+	$(PY) -m pytest -n $(JOBS) -m ""
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache docs/_build

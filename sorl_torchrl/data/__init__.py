@@ -1,0 +1,1 @@
+"""OGBench datasets: local generation, verification and TorchRL replay buffers."""

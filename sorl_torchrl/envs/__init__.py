@@ -1,0 +1,1 @@
+"""OGBench environments as TorchRL envs, and policy evaluation."""
