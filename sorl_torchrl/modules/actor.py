@@ -1,0 +1,241 @@
+"""The shortcut actor: a velocity field ``f(s, x_t, t, d)`` sampled with ``k`` Euler steps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tensordict.nn import TensorDictModule
+from tensordict.utils import NestedKey
+from torch import nn
+
+from sorl_torchrl._validation import (
+    check_feature_dim,
+    check_finite,
+    check_power_of_two,
+    step_code,
+)
+from sorl_torchrl.modules.networks import DEFAULT_NUM_CELLS, make_velocity_mlp
+
+__all__ = ["ShortcutActor", "ShortcutModel"]
+
+
+class ShortcutModel(nn.Module):
+    """A shortcut velocity field and its Euler sampler (the ``nn.Module`` inside the actor).
+
+    The velocity ``v = f(s, x_t, t, d)`` is ``network(concat(s, x_t, t, d))`` with the time
+    ``t`` in ``[0, 1]`` (0 = noise, 1 = data) and the step code ``d = log2(k)`` given as raw
+    scalars, as in the released SORL code.
+
+    Args:
+        network: any module mapping ``[..., observation_dim + action_dim + 2]`` to
+            ``[..., action_dim]``.
+        observation_dim: size of the observation vector.
+        action_dim: size of the action vector.
+        inference_steps: default number of Euler steps ``k`` (paper: ``M_inf``) when the
+            module is called without an explicit ``inference_steps``.
+
+    Examples:
+        >>> model = ShortcutModel(make_velocity_mlp(3 + 2 + 2, 2, (16,)), 3, 2)
+        >>> model.sample(torch.zeros(4, 3), inference_steps=4).shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        observation_dim: int,
+        action_dim: int,
+        inference_steps: int = 1,
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.observation_dim = int(observation_dim)
+        self.action_dim = int(action_dim)
+        self.inference_steps = inference_steps
+
+    @property
+    def inference_steps(self) -> int:
+        """Default number of Euler steps ``k`` used when a call does not give one."""
+        return self._inference_steps
+
+    @inference_steps.setter
+    def inference_steps(self, value: int) -> None:
+        self._inference_steps = check_power_of_two(value)
+
+    def velocity(
+        self,
+        observation: torch.Tensor,
+        x: torch.Tensor,
+        time: torch.Tensor | float,
+        step_code: torch.Tensor | float,
+    ) -> torch.Tensor:
+        """The velocity ``f(s, x, t, d)``.
+
+        Args:
+            observation: ``[*B, observation_dim]``.
+            x: the current point of the flow, ``[*B, action_dim]``.
+            time: ``t``, a float or a tensor broadcastable to ``[*B, 1]``.
+            step_code: ``d = log2(1 / step size)``, a float or a tensor broadcastable to
+                ``[*B, 1]``.
+
+        Returns:
+            The velocity, ``[*B, action_dim]``.
+        """
+        batch = x.shape[:-1]
+        time = torch.as_tensor(time, dtype=x.dtype, device=x.device).expand(*batch, 1)
+        code = torch.as_tensor(step_code, dtype=x.dtype, device=x.device).expand(*batch, 1)
+        return self.network(torch.cat([observation, x, time, code], dim=-1))
+
+    def sample(
+        self,
+        observation: torch.Tensor,
+        inference_steps: int | None = None,
+        noise: torch.Tensor | None = None,
+        clip: bool = True,
+    ) -> torch.Tensor:
+        """Integrate the flow from noise to an action with ``k`` Euler steps.
+
+        ``x = a0; for i in 0..k-1: x = x + f(s, x, i/k, log2 k) / k``, then clip to
+        ``[-1, 1]``. Gradients flow through every step while grad mode is on (BPTT); wrap
+        the call in ``torch.no_grad()`` for plain inference.
+
+        Args:
+            observation: ``[*B, observation_dim]``.
+            inference_steps: ``k`` (a power of two); the module default if ``None``.
+            noise: the starting point ``a0``, ``[*B, action_dim]``; fresh standard
+                Gaussian noise if ``None``.
+            clip: clip the result to ``[-1, 1]``.
+
+        Returns:
+            Actions, ``[*B, action_dim]``.
+        """
+        steps = (
+            self.inference_steps if inference_steps is None else check_power_of_two(inference_steps)
+        )
+        check_feature_dim(observation, self.observation_dim, "observation")
+        if noise is None:
+            noise = torch.randn(
+                *observation.shape[:-1],
+                self.action_dim,
+                device=observation.device,
+                dtype=observation.dtype,
+            )
+        else:
+            check_feature_dim(noise, self.action_dim, "noise")
+            if noise.shape[:-1] != observation.shape[:-1]:
+                raise ValueError(
+                    f"noise batch shape {list(noise.shape[:-1])} does not match the "
+                    f"observation batch shape {list(observation.shape[:-1])}."
+                )
+        code = float(step_code(steps))
+        x = noise
+        for i in range(steps):
+            x = x + self.velocity(observation, x, i / steps, code) / steps
+        return x.clamp(-1.0, 1.0) if clip else x
+
+    def forward(
+        self,
+        observation: torch.Tensor,
+        *,
+        inference_steps: int | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Sample actions for a batch of observations (see :meth:`sample`)."""
+        check_feature_dim(observation, self.observation_dim, "observation")
+        if not torch.compiler.is_compiling():
+            check_finite(observation, "observation")
+        return self.sample(observation, inference_steps, noise)
+
+
+class ShortcutActor(TensorDictModule):
+    """A SORL shortcut policy as a TensorDict module: ``observation -> action``.
+
+    Wraps a velocity network ``f(s, x_t, t, d)`` (paper: the shortcut model) and samples
+    actions with ``k`` Euler steps, ``k`` a power of two. Usable directly as a TorchRL
+    policy, e.g. ``env.rollout(max_steps, policy=actor)``.
+
+    Args:
+        observation_dim: size of the observation vector.
+        action_dim: size of the action vector.
+        network: the velocity network, any module mapping
+            ``[..., observation_dim + action_dim + 2]`` to ``[..., action_dim]``. Default:
+            :func:`~sorl_torchrl.modules.networks.make_velocity_mlp` with ``num_cells``.
+        num_cells: hidden sizes of the default network (the paper's 4 x 512).
+        inference_steps: default number of Euler steps ``k`` (paper: ``M_inf``); a call
+            may override it with ``actor(td, inference_steps=8)``.
+        in_keys: the observation key (one key).
+        out_keys: the action key (one key).
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> actor = ShortcutActor(observation_dim=3, action_dim=2, num_cells=(32, 32))
+        >>> td = TensorDict({"observation": torch.randn(5, 3)}, batch_size=[5])
+        >>> actor(td)["action"].shape
+        torch.Size([5, 2])
+        >>> actor(td, inference_steps=8)["action"].abs().max() <= 1
+        tensor(True)
+        >>> actor.sample(torch.randn(5, 3), inference_steps=4, noise=torch.zeros(5, 2)).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_dim: int,
+        network: nn.Module | None = None,
+        *,
+        num_cells: Sequence[int] = DEFAULT_NUM_CELLS,
+        inference_steps: int = 1,
+        in_keys: Sequence[NestedKey] = ("observation",),
+        out_keys: Sequence[NestedKey] = ("action",),
+    ) -> None:
+        if len(in_keys) != 1 or len(out_keys) != 1:
+            raise ValueError(
+                f"ShortcutActor takes one observation key and writes one action key, got "
+                f"in_keys={list(in_keys)}, out_keys={list(out_keys)}."
+            )
+        if network is None:
+            network = make_velocity_mlp(observation_dim + action_dim + 2, action_dim, num_cells)
+        model = ShortcutModel(network, observation_dim, action_dim, inference_steps)
+        super().__init__(model, in_keys=list(in_keys), out_keys=list(out_keys))
+
+    @property
+    def observation_dim(self) -> int:
+        """Size of the observation vector."""
+        return self.module.observation_dim
+
+    @property
+    def action_dim(self) -> int:
+        """Size of the action vector."""
+        return self.module.action_dim
+
+    @property
+    def inference_steps(self) -> int:
+        """Default number of Euler steps ``k`` (a power of two)."""
+        return self.module.inference_steps
+
+    @inference_steps.setter
+    def inference_steps(self, value: int) -> None:
+        self.module.inference_steps = value
+
+    def velocity(
+        self,
+        observation: torch.Tensor,
+        x: torch.Tensor,
+        time: torch.Tensor | float,
+        step_code: torch.Tensor | float,
+    ) -> torch.Tensor:
+        """The velocity ``f(s, x, t, d)``; see :meth:`ShortcutModel.velocity`."""
+        return self.module.velocity(observation, x, time, step_code)
+
+    def sample(
+        self,
+        observation: torch.Tensor,
+        inference_steps: int | None = None,
+        noise: torch.Tensor | None = None,
+        clip: bool = True,
+    ) -> torch.Tensor:
+        """Euler-sample actions from tensors; see :meth:`ShortcutModel.sample`."""
+        return self.module.sample(observation, inference_steps, noise, clip)

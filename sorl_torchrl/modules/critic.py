@@ -1,0 +1,173 @@
+"""The SORL critic: an ensemble of ``E`` independent Q networks evaluated in one call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from tensordict.utils import NestedKey
+
+from sorl_torchrl._validation import check_feature_dim
+from sorl_torchrl.modules.networks import DEFAULT_NUM_CELLS, EnsembleMLP
+
+__all__ = ["QEnsemble", "aggregate_q"]
+
+QAggregation = Literal["min", "mean"]
+
+
+def aggregate_q(values: torch.Tensor, how: QAggregation) -> torch.Tensor:
+    """Aggregate ensemble values ``[E, *B, 1]`` over the members (dim 0) -> ``[*B, 1]``.
+
+    Examples:
+        >>> q = torch.tensor([[[1.0]], [[3.0]]])  # E=2, B=1
+        >>> aggregate_q(q, "min"), aggregate_q(q, "mean")
+        (tensor([[1.]]), tensor([[2.]]))
+    """
+    if how == "min":
+        return values.amin(dim=0)
+    if how == "mean":
+        return values.mean(dim=0)
+    raise ValueError(f"Unknown Q aggregation {how!r}: use 'min' or 'mean'.")
+
+
+class QEnsemble(TensorDictModuleBase):
+    """``E`` independent critics ``Q_e(s, a[, k])`` evaluated with batched GEMMs.
+
+    Each member is ``[Linear -> GELU -> LayerNorm] x len(num_cells) -> Linear(1)``, every
+    member initialised independently. With ``condition_on_steps=True`` (the released SORL
+    code) the critic also reads the number of denoising steps ``k`` of the action it scores
+    and learns ``Q(s, a, k)``; with ``False`` it is the paper's ``Q(s, a)``.
+
+    As a TensorDict module it follows :class:`tensordict.nn.EnsembleModule`: it returns a
+    new tensordict of batch size ``[E, *B]`` whose ``state_action_value`` is
+    ``[E, *B, 1]``. From tensors use :meth:`values` and :meth:`aggregate`.
+
+    Args:
+        observation_dim: size of the observation vector.
+        action_dim: size of the action vector.
+        num_members: ensemble size ``E`` (paper: 2).
+        num_cells: hidden sizes (paper: 4 x 512).
+        condition_on_steps: feed the step count ``k`` as an extra input.
+        step_feature: how ``k`` is fed: ``"steps"`` feeds ``k`` itself as a float (released
+            code, quirk (f)); ``"log2"`` feeds the step code ``log2 k`` like the actor.
+        layer_norm: LayerNorm after each hidden activation (paper: yes).
+        layer_norm_eps: LayerNorm epsilon (flax default ``1e-6``).
+        in_keys: observation, action and (when conditioned) step-count keys.
+        out_keys: the value key.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> critic = QEnsemble(observation_dim=3, action_dim=2, num_cells=(32, 32))
+        >>> q = critic.values(torch.randn(5, 3), torch.rand(5, 2), inference_steps=4)
+        >>> q.shape, critic.aggregate(q, "min").shape
+        (torch.Size([2, 5, 1]), torch.Size([5, 1]))
+        >>> td = TensorDict(
+        ...     observation=torch.randn(5, 3), action=torch.rand(5, 2),
+        ...     inference_steps=torch.full((5, 1), 4.0), batch_size=[5])
+        >>> critic(td)["state_action_value"].shape
+        torch.Size([2, 5, 1])
+    """
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_dim: int,
+        num_members: int = 2,
+        *,
+        num_cells: Sequence[int] = DEFAULT_NUM_CELLS,
+        condition_on_steps: bool = True,
+        step_feature: Literal["steps", "log2"] = "steps",
+        layer_norm: bool = True,
+        layer_norm_eps: float = 1e-6,
+        in_keys: Sequence[NestedKey] | None = None,
+        out_keys: Sequence[NestedKey] = ("state_action_value",),
+    ) -> None:
+        super().__init__()
+        if step_feature not in ("steps", "log2"):
+            raise ValueError(f"step_feature must be 'steps' or 'log2', got {step_feature!r}.")
+        if num_members < 1:
+            raise ValueError(f"num_members must be >= 1, got {num_members}.")
+        self.observation_dim = int(observation_dim)
+        self.action_dim = int(action_dim)
+        self.num_members = int(num_members)
+        self.condition_on_steps = condition_on_steps
+        self.step_feature = step_feature
+        in_features = observation_dim + action_dim + int(condition_on_steps)
+        self.network = EnsembleMLP(
+            num_members, in_features, 1, num_cells, layer_norm, layer_norm_eps
+        )
+        if in_keys is None:
+            in_keys = ["observation", "action"] + (
+                ["inference_steps"] if condition_on_steps else []
+            )
+        expected = 3 if condition_on_steps else 2
+        if len(in_keys) != expected:
+            raise ValueError(
+                f"QEnsemble(condition_on_steps={condition_on_steps}) needs {expected} in_keys "
+                f"(observation, action{', inference_steps' if condition_on_steps else ''}), "
+                f"got {list(in_keys)}."
+            )
+        self.in_keys = list(in_keys)
+        self.out_keys = list(out_keys)
+
+    def values(
+        self,
+        observation: torch.Tensor,
+        action: torch.Tensor,
+        inference_steps: torch.Tensor | float | None = None,
+    ) -> torch.Tensor:
+        """Q values of every member.
+
+        Args:
+            observation: ``[*B, observation_dim]``.
+            action: ``[*B, action_dim]``.
+            inference_steps: the step count ``k`` of the scored actions, a number or a
+                tensor broadcastable to ``[*B, 1]``; required iff ``condition_on_steps``.
+
+        Returns:
+            ``[E, *B, 1]``.
+        """
+        check_feature_dim(observation, self.observation_dim, "observation")
+        check_feature_dim(action, self.action_dim, "action")
+        batch = torch.broadcast_shapes(observation.shape[:-1], action.shape[:-1])
+        inputs = [observation.expand(*batch, -1), action.expand(*batch, -1)]
+        if self.condition_on_steps:
+            if inference_steps is None:
+                raise ValueError(
+                    "This QEnsemble is conditioned on the number of denoising steps "
+                    "(condition_on_steps=True): pass inference_steps."
+                )
+            steps = torch.as_tensor(inference_steps, dtype=action.dtype, device=action.device)
+            if self.step_feature == "log2":
+                steps = torch.log2(steps)
+            inputs.append(steps.expand(*batch, 1))
+        features = torch.cat(inputs, dim=-1)
+        flat = features.reshape(-1, features.shape[-1])
+        return self.network(flat).reshape(self.num_members, *batch, 1)
+
+    @staticmethod
+    def aggregate(values: torch.Tensor, how: QAggregation = "mean") -> torch.Tensor:
+        """Aggregate ``[E, *B, 1]`` over members with ``"min"`` or ``"mean"`` -> ``[*B, 1]``."""
+        return aggregate_q(values, how)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Return ``tensordict`` expanded to ``[E, *B]`` with ``state_action_value`` set."""
+        try:
+            inputs = [tensordict.get(key) for key in self.in_keys]
+        except KeyError as err:
+            missing = [k for k in self.in_keys if k not in tensordict.keys(True)]
+            raise KeyError(f"QEnsemble needs the keys {missing} in the input tensordict.") from err
+        values = self.values(*inputs)
+        out = tensordict.expand(self.num_members, *tensordict.batch_size).clone(False)
+        out.set(self.out_keys[0], values)
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_members={self.num_members}, condition_on_steps={self.condition_on_steps}, "
+            f"step_feature={self.step_feature!r}"
+        )

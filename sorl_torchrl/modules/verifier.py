@@ -1,0 +1,179 @@
+"""Best-of-N sampling with the Q ensemble as verifier (parallel test-time scaling)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from tensordict.utils import NestedKey
+
+from sorl_torchrl._validation import check_feature_dim, check_finite, check_power_of_two
+from sorl_torchrl.modules.actor import ShortcutActor
+from sorl_torchrl.modules.critic import QAggregation, QEnsemble
+
+__all__ = ["VerifierSampler"]
+
+
+class VerifierSampler(TensorDictModuleBase):
+    """Draw ``N`` candidate actions per observation with ``k`` steps; keep the best by ``Q``.
+
+    For a batch of observations ``[*B, obs]`` the actor samples candidates
+    ``[*B, N, act]`` (candidate axis right after the batch axes, so every candidate stays
+    paired with its own observation), the critic scores them with ``q_agg`` over its
+    members, and the argmax per observation is returned. ``num_candidates=1`` skips the
+    critic and is exactly plain sampling with the same noise.
+
+    The paper's symbols: ``N`` = ``num_candidates``, ``M_inf`` = ``inference_steps``.
+
+    Args:
+        actor: the shortcut actor that proposes candidates.
+        critic: the Q ensemble that scores them. If it is conditioned on the step count,
+            it is given ``inference_steps`` (as in the released code).
+        num_candidates: ``N``, candidates per observation.
+        inference_steps: ``k``, Euler steps per candidate (a power of two).
+        q_agg: ``"mean"`` or ``"min"`` over ensemble members.
+        return_candidates: also write ``candidate_actions`` ``[*B, N, act]`` and
+            ``candidate_scores`` ``[*B, N]`` to the output tensordict.
+        in_keys: the observation key.
+        out_keys: the action key, then (if ``return_candidates``) the candidates and
+            scores keys.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> actor = ShortcutActor(3, 2, num_cells=(16,))
+        >>> critic = QEnsemble(3, 2, num_cells=(16,))
+        >>> policy = VerifierSampler(actor, critic, num_candidates=8, inference_steps=2,
+        ...                          return_candidates=True)
+        >>> out = policy(TensorDict(observation=torch.randn(4, 3), batch_size=[4]))
+        >>> out["action"].shape, out["candidate_actions"].shape, out["candidate_scores"].shape
+        (torch.Size([4, 2]), torch.Size([4, 8, 2]), torch.Size([4, 8]))
+    """
+
+    def __init__(
+        self,
+        actor: ShortcutActor,
+        critic: QEnsemble,
+        num_candidates: int = 1,
+        inference_steps: int = 1,
+        *,
+        q_agg: QAggregation = "mean",
+        return_candidates: bool = False,
+        in_keys: Sequence[NestedKey] = ("observation",),
+        out_keys: Sequence[NestedKey] | None = None,
+    ) -> None:
+        super().__init__()
+        if actor.observation_dim != critic.observation_dim or (
+            actor.action_dim != critic.action_dim
+        ):
+            raise ValueError(
+                "actor and critic disagree on sizes: actor (obs, act) = "
+                f"({actor.observation_dim}, {actor.action_dim}), critic = "
+                f"({critic.observation_dim}, {critic.action_dim})."
+            )
+        if q_agg not in ("mean", "min"):
+            raise ValueError(f"q_agg must be 'mean' or 'min', got {q_agg!r}.")
+        self.actor = actor
+        self.critic = critic
+        self.num_candidates = num_candidates
+        self.inference_steps = inference_steps
+        self.q_agg = q_agg
+        self.return_candidates = return_candidates
+        if out_keys is None:
+            out_keys = ["action"] + (
+                ["candidate_actions", "candidate_scores"] if return_candidates else []
+            )
+        if len(out_keys) != 1 + 2 * int(return_candidates):
+            raise ValueError(
+                f"out_keys must name the action{' and candidates, scores' * return_candidates}"
+                f" ({1 + 2 * int(return_candidates)} keys), got {list(out_keys)}."
+            )
+        self.in_keys = list(in_keys)
+        self.out_keys = list(out_keys)
+
+    @property
+    def num_candidates(self) -> int:
+        """``N``, the number of candidates per observation."""
+        return self._num_candidates
+
+    @num_candidates.setter
+    def num_candidates(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"num_candidates must be a positive int, got {value!r}.")
+        self._num_candidates = value
+
+    @property
+    def inference_steps(self) -> int:
+        """``k``, the Euler steps per candidate."""
+        return self._inference_steps
+
+    @inference_steps.setter
+    def inference_steps(self, value: int) -> None:
+        self._inference_steps = check_power_of_two(value)
+
+    @torch.no_grad()
+    def select(
+        self,
+        observation: torch.Tensor,
+        num_candidates: int | None = None,
+        inference_steps: int | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Best-of-N from tensors.
+
+        Args:
+            observation: ``[*B, obs]``.
+            num_candidates: ``N``; the module default if ``None``.
+            inference_steps: ``k``; the module default if ``None``.
+            noise: starting noise of every candidate, ``[*B, N, act]``; fresh if ``None``.
+
+        Returns:
+            ``(action [*B, act], candidates [*B, N, act], scores [*B, N] or None)``;
+            scores are ``None`` when ``N == 1`` (no critic call).
+        """
+        n = self.num_candidates if num_candidates is None else num_candidates
+        k = self.inference_steps if inference_steps is None else check_power_of_two(inference_steps)
+        check_feature_dim(observation, self.actor.observation_dim, "observation")
+        batch = observation.shape[:-1]
+        obs = observation.unsqueeze(-2).expand(*batch, n, observation.shape[-1])
+        if noise is not None and noise.shape != (*batch, n, self.actor.action_dim):
+            raise ValueError(
+                f"noise must have shape {[*batch, n, self.actor.action_dim]} "
+                f"([*B, num_candidates, action_dim]), got {list(noise.shape)}."
+            )
+        candidates = self.actor.sample(obs, k, noise)
+        if n == 1:
+            return candidates.squeeze(-2), candidates, None
+        scores = self.critic.aggregate(
+            self.critic.values(obs, candidates, float(k)), self.q_agg
+        ).squeeze(-1)
+        best = scores.argmax(dim=-1, keepdim=True)
+        index = best.unsqueeze(-1).expand(*batch, 1, candidates.shape[-1])
+        action = candidates.gather(-2, index).squeeze(-2)
+        return action, candidates, scores
+
+    def forward(
+        self,
+        tensordict: TensorDictBase,
+        *,
+        num_candidates: int | None = None,
+        inference_steps: int | None = None,
+    ) -> TensorDictBase:
+        """Write the selected action (and optionally candidates and scores) in place."""
+        observation = tensordict.get(self.in_keys[0], None)
+        if observation is None:
+            raise KeyError(
+                f"VerifierSampler needs the key {self.in_keys[0]!r} in the input tensordict; "
+                f"found {list(tensordict.keys(True))}."
+            )
+        check_finite(observation, "observation")
+        action, candidates, scores = self.select(observation, num_candidates, inference_steps)
+        tensordict.set(self.out_keys[0], action)
+        if self.return_candidates:
+            if scores is None:
+                scores = torch.zeros(candidates.shape[:-1], device=candidates.device)
+            tensordict.set(self.out_keys[1], candidates)
+            tensordict.set(self.out_keys[2], scores)
+        return tensordict
