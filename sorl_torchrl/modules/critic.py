@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
-from tensordict.utils import NestedKey
+from tensordict.utils import NestedKey, unravel_key
 
 from sorl_torchrl._validation import check_feature_dim
 from sorl_torchrl.modules.networks import DEFAULT_NUM_CELLS, EnsembleMLP
@@ -156,11 +156,14 @@ class QEnsemble(TensorDictModuleBase):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Return ``tensordict`` expanded to ``[E, *B]`` with ``state_action_value`` set."""
-        try:
-            inputs = [tensordict.get(key) for key in self.in_keys]
-        except KeyError as err:
-            missing = [k for k in self.in_keys if k not in tensordict.keys(True)]
-            raise KeyError(f"QEnsemble needs the keys {missing} in the input tensordict.") from err
+        present = set(tensordict.keys(True, True))
+        missing = [key for key in self.in_keys if unravel_key(key) not in present]
+        if missing:
+            raise KeyError(
+                f"QEnsemble needs the keys {missing} in the input tensordict; "
+                f"it has {sorted(map(str, present))}."
+            )
+        inputs = [tensordict.get(key) for key in self.in_keys]
         values = self.values(*inputs)
         out = tensordict.expand(self.num_members, *tensordict.batch_size).clone(False)
         out.set(self.out_keys[0], values)

@@ -1,0 +1,86 @@
+"""Slow, independent NumPy references for the networks and losses (float64).
+
+Written from the equations in the SORL paper/spec, not from the package's code paths.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+EPS = 1e-5
+
+
+def to_np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().cpu().numpy()
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def layer_norm(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, eps: float) -> np.ndarray:
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * scale + shift
+
+
+class LinearVelocity:
+    """v(s, x, t, d) = W [s, x, t, d] + b."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        self.W, self.b = to_np(weight), to_np(bias)
+
+    def __call__(self, s, x, t, d):
+        t = np.broadcast_to(np.asarray(t, dtype=np.float64), x.shape[:-1] + (1,))
+        d = np.broadcast_to(np.asarray(d, dtype=np.float64), x.shape[:-1] + (1,))
+        return np.concatenate([s, x, t, d], -1) @ self.W.T + self.b
+
+
+def euler_sample(velocity, s: np.ndarray, noise: np.ndarray, k: int) -> np.ndarray:
+    x = noise.copy()
+    for i in range(k):
+        x = x + velocity(s, x, i / k, math.log2(k)) / k
+    return np.clip(x, -1.0, 1.0)
+
+
+class EnsembleCritic:
+    """Per-member loop: [Linear -> tanh-GELU -> LayerNorm] * L -> Linear."""
+
+    def __init__(self, layers: list[dict[str, np.ndarray]], eps: float = 1e-6) -> None:
+        self.layers, self.eps = layers, eps
+
+    @classmethod
+    def from_module(cls, critic: torch.nn.Module, eps: float = 1e-6) -> EnsembleCritic:
+        """Read the weights of a QEnsemble, layer by layer, into plain arrays."""
+        layers: list[dict[str, np.ndarray]] = []
+        for layer in critic.network.layers:
+            if isinstance(layer, torch.nn.GELU):
+                continue
+            weight, bias = to_np(layer.weight), to_np(layer.bias)
+            if weight.shape[1] == 1:  # per-member LayerNorm affine [E, 1, H]
+                layers[-1]["ln_scale"], layers[-1]["ln_shift"] = weight, bias
+            else:  # per-member Linear [E, in, out]
+                layers.append({"W": weight, "b": bias})
+        return cls(layers, eps)
+
+    def __call__(self, s: np.ndarray, a: np.ndarray, k: float | None) -> np.ndarray:
+        feats = [s, a]
+        if k is not None:
+            feats.append(np.full(a.shape[:-1] + (1,), float(k)))
+        z0 = np.concatenate(feats, -1)
+        members = self.layers[0]["W"].shape[0]
+        out = []
+        for e in range(members):
+            z = z0
+            for i, layer in enumerate(self.layers):
+                z = z @ layer["W"][e] + layer["b"][e, 0]
+                if i < len(self.layers) - 1:
+                    z = gelu_tanh(z)
+                    if "ln_scale" in layer:
+                        z = layer_norm(z, layer["ln_scale"][e, 0], layer["ln_shift"][e, 0], self.eps)
+            out.append(z)
+        return np.stack(out)  # [E, B, 1]
+
