@@ -15,11 +15,11 @@ demo: setup
 # Sets everything up and runs the default test suite (slow tests excluded), lint included.
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n $(JOBS)
+	$(PY) -m pytest -n $(JOBS) --dist loadfile
 
 # Every test, slow ones included.
 test-all: setup
-	$(PY) -m pytest -n $(JOBS) -m ""
+	$(PY) -m pytest -n $(JOBS) --dist loadfile -m ""
 
 lint: setup
 	$(VENV)/bin/ruff check .

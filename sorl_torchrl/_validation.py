@@ -62,7 +62,7 @@ def step_code(num_steps: int) -> int:
 
 
 def check_feature_dim(tensor: torch.Tensor, expected: int, name: str) -> None:
-    """Raise a ``ValueError`` unless ``tensor`` has at least one dim and its last dim is ``expected``.
+    """Raise a ``ValueError`` unless the last dim of ``tensor`` is ``expected``.
 
     Examples:
         >>> check_feature_dim(torch.zeros(4, 3), 3, "observation")

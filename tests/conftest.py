@@ -11,6 +11,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from sorl_torchrl import QEnsemble, ShortcutActor  # noqa: E402
 
+# One intra-op thread per test process: pytest-xdist runs one process per core, and
+# oversubscribed OpenMP threads make small-network training many times slower.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():

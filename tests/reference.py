@@ -80,7 +80,8 @@ class EnsembleCritic:
                 if i < len(self.layers) - 1:
                     z = gelu_tanh(z)
                     if "ln_scale" in layer:
-                        z = layer_norm(z, layer["ln_scale"][e, 0], layer["ln_shift"][e, 0], self.eps)
+                        z = layer_norm(
+                            z, layer["ln_scale"][e, 0], layer["ln_shift"][e, 0], self.eps
+                        )
             out.append(z)
         return np.stack(out)  # [E, B, 1]
-

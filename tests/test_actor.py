@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import linear_actor
+from reference import LinearVelocity, euler_sample, to_np
 from tensordict import TensorDict
 
-from reference import LinearVelocity, euler_sample, to_np
 from sorl_torchrl import ShortcutActor
 
 
@@ -65,7 +65,11 @@ def test_default_network_is_paper_mlp():
     actor = ShortcutActor(28, 5)
     linears = [m for m in actor.module.network if isinstance(m, torch.nn.Linear)]
     assert [(lin.in_features, lin.out_features) for lin in linears] == [
-        (35, 512), (512, 512), (512, 512), (512, 512), (512, 5)
+        (35, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 5),
     ]
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import small_critic
+from reference import EnsembleCritic, to_np
 from tensordict import TensorDict
 
-from reference import EnsembleCritic, to_np
 from sorl_torchrl import QEnsemble
 
 

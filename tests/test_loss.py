@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import linear_actor, make_batch, small_critic
+from reference import EPS, EnsembleCritic, LinearVelocity, euler_sample, to_np
 from tensordict import TensorDict
 from torchrl.objectives import SoftUpdate
 
-from reference import EPS, EnsembleCritic, LinearVelocity, euler_sample, to_np
 from sorl_torchrl import ShortcutLoss
 
 OBS, ACT = 3, 2
@@ -34,12 +34,17 @@ def _loss(**kwargs):
 
 
 def _online_velocity(loss):
-    return LinearVelocity(*[loss.actor_network_params.get(("module", "network", n)) for n in ("weight", "bias")])
+    return LinearVelocity(
+        *[loss.actor_network_params.get(("module", "network", n)) for n in ("weight", "bias")]
+    )
 
 
 def _target_velocity(loss):
     return LinearVelocity(
-        *[loss.target_actor_network_params.get(("module", "network", n)) for n in ("weight", "bias")]
+        *[
+            loss.target_actor_network_params.get(("module", "network", n))
+            for n in ("weight", "bias")
+        ]
     )
 
 
@@ -181,8 +186,9 @@ def test_td_loss_matches_hand_computation(q_agg, k):
 def test_td_loss_gradient_into_actor_is_quirk_a(next_action_grad):
     loss = _loss(next_action_grad=next_action_grad)
     obs, act, noise = _inputs()
-    td, _, _ = loss.td_loss(obs, act, obs.flip(0), -torch.ones(6, 1).double(),
-                            torch.ones(6, 1).double(), noise, 2)
+    td, _, _ = loss.td_loss(
+        obs, act, obs.flip(0), -torch.ones(6, 1).double(), torch.ones(6, 1).double(), noise, 2
+    )
     td.backward()
     actor_grad = loss.actor_network_params.get(("module", "network", "weight")).grad
     if next_action_grad:
@@ -244,8 +250,17 @@ def test_forward_outputs_and_priority():
     loss = _loss()
     batch = make_batch(16, OBS, ACT).double()
     out = loss(batch)
-    for key in ["loss_actor", "loss_qvalue", "fm_loss", "sc_loss", "q_mean", "q_min", "q_max",
-                "td_error_mean", "lambda"]:
+    for key in [
+        "loss_actor",
+        "loss_qvalue",
+        "fm_loss",
+        "sc_loss",
+        "q_mean",
+        "q_min",
+        "q_max",
+        "td_error_mean",
+        "lambda",
+    ]:
         assert key in out.keys()
     assert out["loss_actor"].requires_grad and out["loss_qvalue"].requires_grad
     assert not out["fm_loss"].requires_grad
@@ -273,8 +288,11 @@ def test_set_keys_renames_inputs():
         {
             "obs": batch["observation"],
             "act": batch["action"],
-            "next": {"obs": batch["next", "observation"], "r": batch["next", "reward"],
-                     "term": batch["next", "terminated"]},
+            "next": {
+                "obs": batch["next", "observation"],
+                "r": batch["next", "reward"],
+                "term": batch["next", "terminated"],
+            },
         },
         batch_size=[8],
     )
@@ -306,7 +324,9 @@ def test_wrong_shapes_raise():
         loss(batch)
 
 
-@pytest.mark.parametrize("key", ["observation", "action", ("next", "reward"), ("next", "observation")])
+@pytest.mark.parametrize(
+    "key", ["observation", "action", ("next", "reward"), ("next", "observation")]
+)
 def test_non_finite_batch_raises(key):
     loss = _loss()
     batch = make_batch(8, OBS, ACT).double()
@@ -319,8 +339,14 @@ def test_non_finite_batch_raises(key):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(discretization_steps=6), dict(max_bptt_steps=3), dict(q_agg="max"),
-     dict(actor_q_agg="median"), dict(sc_target_network="ema"), dict(discretization_steps=1)],
+    [
+        dict(discretization_steps=6),
+        dict(max_bptt_steps=3),
+        dict(q_agg="max"),
+        dict(actor_q_agg="median"),
+        dict(sc_target_network="ema"),
+        dict(discretization_steps=1),
+    ],
 )
 def test_bad_constructor_arguments_raise(kwargs):
     with pytest.raises(ValueError):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-
 from reference import EnsembleCritic, gelu_tanh, to_np
+
 from sorl_torchrl.modules.networks import EnsembleLinear, EnsembleMLP, make_velocity_mlp
 
 

@@ -30,7 +30,7 @@ def glorot_init_(module: nn.Module) -> nn.Module:
 
     Examples:
         >>> net = glorot_init_(nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 2)))
-        >>> float(net[0].bias.abs().sum())
+        >>> float(net[0].bias.detach().abs().sum())
         0.0
     """
     for sub in module.modules():

@@ -131,7 +131,8 @@ class VerifierSampler(TensorDictModuleBase):
 
         Returns:
             ``(action [*B, act], candidates [*B, N, act], scores [*B, N] or None)``;
-            scores are ``None`` when ``N == 1`` (no critic call).
+            scores are ``None`` when ``N == 1`` and ``return_candidates`` is off (no critic
+            call is needed then).
         """
         n = self.num_candidates if num_candidates is None else num_candidates
         k = self.inference_steps if inference_steps is None else check_power_of_two(inference_steps)
@@ -144,7 +145,7 @@ class VerifierSampler(TensorDictModuleBase):
                 f"([*B, num_candidates, action_dim]), got {list(noise.shape)}."
             )
         candidates = self.actor.sample(obs, k, noise)
-        if n == 1:
+        if n == 1 and not self.return_candidates:
             return candidates.squeeze(-2), candidates, None
         scores = self.critic.aggregate(
             self.critic.values(obs, candidates, float(k)), self.q_agg
@@ -172,8 +173,6 @@ class VerifierSampler(TensorDictModuleBase):
         action, candidates, scores = self.select(observation, num_candidates, inference_steps)
         tensordict.set(self.out_keys[0], action)
         if self.return_candidates:
-            if scores is None:
-                scores = torch.zeros(candidates.shape[:-1], device=candidates.device)
             tensordict.set(self.out_keys[1], candidates)
             tensordict.set(self.out_keys[2], scores)
         return tensordict
