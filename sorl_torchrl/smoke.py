@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--updates", type=int, default=1500)
-    parser.add_argument("--q-loss-coef", type=float, default=30.0)
+    parser.add_argument("--q-loss-coef", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (small networks run best on one)"
