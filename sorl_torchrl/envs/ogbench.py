@@ -67,7 +67,7 @@ class OGBenchInfoWrapper(gymnasium.Wrapper):
             np.random.seed(seed % 2**32)
             self.env.action_space.seed(seed)
         ob, _ = self.env.reset(seed=seed, options=options)
-        return ob.astype(np.float32), {"success": np.array(False)}
+        return ob.astype(np.float32), {"success": np.array([False])}
 
     def step(self, action: np.ndarray) -> tuple:
         """Step and convert the observation and ``success``."""
@@ -77,7 +77,7 @@ class OGBenchInfoWrapper(gymnasium.Wrapper):
             float(reward),
             bool(terminated),
             bool(truncated),
-            {"success": np.array(bool(info["success"]))},
+            {"success": np.array([bool(info["success"])])},
         )
 
 
