@@ -36,6 +36,7 @@ from sorl_torchrl.data.collect import EpisodeCollector
 from sorl_torchrl.data.provenance import (
     GENERATOR_NAME,
     atomic_write_text,
+    default_file_mode,
     library_versions,
     provenance_path,
     write_provenance,
@@ -109,6 +110,7 @@ def save_npz_atomic(
             (np.savez_compressed if compress else np.savez)(file, **ordered)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(tmp, default_file_mode())  # mkstemp creates 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

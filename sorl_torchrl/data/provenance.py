@@ -58,6 +58,13 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def default_file_mode() -> int:
+    """The mode a plainly created file gets (``0o666`` minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file atomically (temp file in the same dir, then ``os.replace``)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -66,6 +73,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(tmp, default_file_mode())  # mkstemp creates 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
