@@ -1,0 +1,1 @@
+"""Hydra recipes that train and evaluate SORL on OGBench with the sorl_torchrl modules."""

@@ -1,0 +1,141 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONF_DIR, compose_train, tiny_overrides
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from recipes.common import build_modules
+from recipes.train import run
+from sorl_torchrl.checkpoint import CheckpointError, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+ENVS = sorted(p.stem for p in (Path(CONF_DIR) / "env").glob("*.yaml"))
+
+
+def test_end_to_end_through_hydra_entry_point(tiny_cube_root, tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "recipes.train", *tiny_overrides(tiny_cube_root, run_dir, 200)]
+    done = subprocess.run(
+        cmd,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Success (%)" in done.stdout
+    assert (run_dir / "checkpoint.pt").is_file()
+    assert (run_dir / "config.yaml").is_file()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert {(r["inference_steps"], r["num_candidates"]) for r in results["grid"]} == {
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (2, 2),
+    }
+    assert (run_dir / "scaling.png").stat().st_size > 1000
+    scalars = list((run_dir / "logs").rglob("*.csv"))
+    names = {p.stem for p in scalars}
+    assert "train_loss_actor" in names or any("loss_actor" in n for n in names), names
+    assert any("val" in n for n in names), names
+
+
+def _params(run_dir):
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    return state["loss"], state["optimizers"]
+
+
+def test_resume_gives_identical_parameters(tiny_cube_root, tmp_path):
+    straight = tmp_path / "straight"
+    run(compose_train(tiny_overrides(tiny_cube_root, straight, 40)))
+    halves = tmp_path / "halves"
+    run(compose_train(tiny_overrides(tiny_cube_root, halves, 20)))
+    run(compose_train(tiny_overrides(tiny_cube_root, halves, 40) + ["resume=true"]))
+    (a, opt_a), (b, opt_b) = _params(straight), _params(halves)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert opt_a["shared"]["state"][0]["step"] == opt_b["shared"]["state"][0]["step"] == 80
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_env_config_composes_and_instantiates(env):
+    for task in range(1, 6):
+        cfg = compose_train([f"env={env}", f"env.task={task}"])
+        actor, critic, loss, update = build_modules(cfg)
+        assert actor.observation_dim == cfg.env.observation_dim
+        assert loss.q_loss_coef == cfg.env.q_loss_coef and loss.q_agg == cfg.env.q_agg
+        assert loss.discount == cfg.env.discount
+
+
+def test_paper_experiment_composes():
+    cfg = compose_train(["+experiment=paper"])
+    assert list(cfg.network.actor_cells) == [512] * 4 and cfg.num_updates == 1_000_000
+    OmegaConf.to_container(cfg.loss, resolve=True)
+
+
+@pytest.mark.parametrize(
+    "override", ["env=cube-sextuple-play", "no_such_key=1", "network.no_such_field=3"]
+)
+def test_bad_config_raises(override):
+    with pytest.raises(ConfigCompositionException):
+        compose_train([override])
+
+
+def test_bad_task_raises(tiny_cube_root, tmp_path):
+    with pytest.raises(ValueError, match="env.task must be 1-5"):
+        run(compose_train(tiny_overrides(tiny_cube_root, tmp_path / "r", 5) + ["env.task=7"]))
+
+
+def test_incompatible_or_corrupt_checkpoint_is_refused_and_kept(tiny_cube_root, tmp_path):
+    run_dir = tmp_path / "run"
+    run(compose_train(tiny_overrides(tiny_cube_root, run_dir, 10)))
+    ckpt = run_dir / "checkpoint.pt"
+    original = ckpt.read_bytes()
+    with pytest.raises(CheckpointError, match="network.actor_cells"):
+        run(
+            compose_train(
+                tiny_overrides(tiny_cube_root, run_dir, 20)
+                + ["resume=true", "network.actor_cells=[16]"]
+            )
+        )
+    assert ckpt.read_bytes() == original
+    with pytest.raises(FileExistsError, match="resume=true"):
+        run(compose_train(tiny_overrides(tiny_cube_root, run_dir, 20)))
+    assert ckpt.read_bytes() == original
+    ckpt.write_bytes(original[: len(original) // 2])
+    truncated = ckpt.read_bytes()
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        run(compose_train(tiny_overrides(tiny_cube_root, run_dir, 20) + ["resume=true"]))
+    assert ckpt.read_bytes() == truncated
+
+
+def test_evaluate_command_on_a_checkpoint(tiny_cube_root, tmp_path):
+    from recipes.evaluate import main as evaluate_main
+
+    run_dir = tmp_path / "run"
+    run(compose_train(tiny_overrides(tiny_cube_root, run_dir, 10)))
+    rows = evaluate_main(
+        [
+            str(run_dir / "checkpoint.pt"),
+            "--inference-steps",
+            "1",
+            "4",
+            "--num-candidates",
+            "1",
+            "3",
+            "--episodes",
+            "1",
+            "--max-episode-steps",
+            "5",
+        ]
+    )
+    assert len(rows) == 4
+    assert (run_dir / "evaluate" / "scaling.csv").is_file()
