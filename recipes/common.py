@@ -1,5 +1,7 @@
-"""Pieces shared by the training and evaluation recipes: building modules from a config,
-checkpoint contents and the checks that keep an incompatible checkpoint from being used.
+"""Pieces shared by the training and evaluation recipes.
+
+Building modules from a config, checkpoint contents, and the checks that keep an
+incompatible checkpoint from being used.
 """
 
 from __future__ import annotations
