@@ -85,3 +85,38 @@ class EnsembleCritic:
                         )
             out.append(z)
         return np.stack(out)  # [E, B, 1]
+
+
+# --- the SORL loss terms, written from the equations --------------------------------------
+
+
+def interpolate(x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x_t = (1 - (1 - eps) t) x0 + t x1 and v* = x1 - (1 - eps) x0."""
+    return (1 - (1 - EPS) * t) * x0 + t * x1, x1 - (1 - EPS) * x0
+
+
+def flow_matching(f, s, x1, x0, t, code) -> float:
+    x_t, v_star = interpolate(x0, x1, t)
+    return float(np.mean((f(s, x_t, t, code) - v_star) ** 2))
+
+
+def self_consistency(f, f_target, s, x1, x0, t, d) -> float:
+    x_t, _ = interpolate(x0, x1, t)
+    h = 2.0**-d
+    v1 = f_target(s, x_t, t, d + 1)
+    v2 = f_target(s, x_t + h / 2 * v1, t + h / 2, d + 1)
+    return float(np.mean((f(s, x_t, t, d) - (v1 + v2) / 2) ** 2))
+
+
+def q_loss(f, critic, s, x0, k, agg="mean", normalize=True) -> tuple[float, np.ndarray]:
+    qs = critic(s, euler_sample(f, s, x0, k), k)
+    q = qs.min(0) if agg == "min" else qs.mean(0)
+    value = -q.mean()
+    return float(value / np.abs(q).mean() if normalize else value), q
+
+
+def td_loss(f, critic, target_critic, s, a, s2, r, m, x0, k, discount, agg):
+    next_q = target_critic(s2, euler_sample(f, s2, x0, k), k)
+    y = r + discount * m * (next_q.min(0) if agg == "min" else next_q.mean(0))
+    q = critic(s, a, k)
+    return float(np.mean((q - y[None]) ** 2)), y

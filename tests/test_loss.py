@@ -5,9 +5,10 @@ import math
 
 import numpy as np
 import pytest
+import reference
 import torch
 from conftest import linear_actor, make_batch, small_critic
-from reference import EPS, EnsembleCritic, LinearVelocity, euler_sample, to_np
+from reference import EnsembleCritic, LinearVelocity, to_np
 from tensordict import TensorDict
 from torchrl.objectives import SoftUpdate
 
@@ -69,10 +70,8 @@ def test_flow_matching_loss_matches_hand_computation():
     got = loss.flow_matching_loss(obs, a1, a0, t)
 
     s, x1, x0, tt = map(to_np, (obs, a1, a0, t))
-    x_t = (1 - (1 - EPS) * tt) * x0 + tt * x1
-    v_star = x1 - (1 - EPS) * x0
-    pred = _online_velocity(loss)(s, x_t, tt, 3.0)  # code log2(M_disc) = 3
-    expected = np.mean((pred - v_star) ** 2)
+    # code log2(M_disc) = 3
+    expected = reference.flow_matching(_online_velocity(loss), s, x1, x0, tt, 3.0)
     np.testing.assert_allclose(got.item(), expected, rtol=1e-12)
 
 
@@ -84,22 +83,14 @@ def test_self_consistency_loss_matches_hand_computation():
     got = loss.self_consistency_loss(obs, a1, a0, t, d)
 
     s, x1, x0, tt, dd = map(to_np, (obs, a1, a0, t, d))
-    x_t = (1 - (1 - EPS) * tt) * x0 + tt * x1
-    h = 2.0**-dd
-    f_tgt = _target_velocity(loss)
-    v1 = f_tgt(s, x_t, tt, dd + 1)  # target network, code d + 1
-    v2 = f_tgt(s, x_t + h / 2 * v1, tt + h / 2, dd + 1)  # half step h / 2
-    target = (v1 + v2) / 2
-    pred = _online_velocity(loss)(s, x_t, tt, dd)
-    expected = np.mean((pred - target) ** 2)
+    # target network at code d + 1, two half steps h / 2
+    f_on, f_tgt = _online_velocity(loss), _target_velocity(loss)
+    expected = reference.self_consistency(f_on, f_tgt, s, x1, x0, tt, dd)
     np.testing.assert_allclose(got.item(), expected, rtol=1e-12)
 
     # the paper's reading: target from the online network
     loss.sc_target_network = "online"
-    f_on = _online_velocity(loss)
-    v1 = f_on(s, x_t, tt, dd + 1)
-    v2 = f_on(s, x_t + h / 2 * v1, tt + h / 2, dd + 1)
-    expected_online = np.mean((pred - (v1 + v2) / 2) ** 2)
+    expected_online = reference.self_consistency(f_on, f_on, s, x1, x0, tt, dd)
     got_online = loss.self_consistency_loss(obs, a1, a0, t, d)
     np.testing.assert_allclose(got_online.item(), expected_online, rtol=1e-12)
     assert not np.isclose(expected, expected_online)
@@ -112,13 +103,12 @@ def test_q_loss_matches_hand_computation(k, normalize):
     obs, _, a0 = _inputs()
     got, q, lam = loss.q_loss(obs, a0, k)
 
-    s = to_np(obs)
-    a_pi = euler_sample(_online_velocity(loss), s, to_np(a0), k)
-    qs = _critic_ref(loss, loss.qvalue_network_params)(s, a_pi, k)  # critic input is k
-    q_ref = qs.mean(0)  # quirk (e): always the mean over members
-    expected = -q_ref.mean()
+    critic = _critic_ref(loss, loss.qvalue_network_params)  # critic input is k
+    # quirk (e): always the mean over members
+    expected, q_ref = reference.q_loss(
+        _online_velocity(loss), critic, to_np(obs), to_np(a0), k, "mean", normalize
+    )
     if normalize:
-        expected = expected / np.abs(q_ref).mean()
         assert -1.0 <= got.item() <= 1.0
     np.testing.assert_allclose(got.item(), expected, rtol=1e-10)
     np.testing.assert_allclose(to_np(q), q_ref, rtol=1e-10)
@@ -128,10 +118,11 @@ def test_q_loss_aggregation_switch():
     loss = _loss(q_agg="min", actor_q_agg=None, normalize_q_loss=False)
     obs, _, a0 = _inputs()
     got, _, _ = loss.q_loss(obs, a0, 2)
-    s = to_np(obs)
-    a_pi = euler_sample(_online_velocity(loss), s, to_np(a0), 2)
-    qs = _critic_ref(loss, loss.qvalue_network_params)(s, a_pi, 2)
-    np.testing.assert_allclose(got.item(), -qs.min(0).mean(), rtol=1e-10)
+    critic = _critic_ref(loss, loss.qvalue_network_params)
+    expected, _ = reference.q_loss(
+        _online_velocity(loss), critic, to_np(obs), to_np(a0), 2, "min", normalize=False
+    )
+    np.testing.assert_allclose(got.item(), expected, rtol=1e-10)
 
 
 def test_q_loss_backpropagates_through_every_euler_step_and_not_into_critic():
@@ -170,12 +161,21 @@ def test_td_loss_matches_hand_computation(q_agg, k):
     got, q, y = loss.td_loss(obs, act, next_obs, reward, mask, noise, k)
 
     s, a, s2, r, m = map(to_np, (obs, act, next_obs, reward, mask))
-    a2 = euler_sample(_online_velocity(loss), s2, to_np(noise), k)  # online actor
-    next_q = _critic_ref(loss, loss.target_qvalue_network_params)(s2, a2, k)  # target critic
-    agg = next_q.min(0) if q_agg == "min" else next_q.mean(0)
-    y_ref = r + 0.9 * m * agg
-    q_ref = _critic_ref(loss, loss.qvalue_network_params)(s, a, k)  # same k for Q(s, a, k)
-    expected = np.mean((q_ref - y_ref[None]) ** 2)
+    # next action from the online actor, bootstrap from the target critic, same k for Q(s, a, k)
+    expected, y_ref = reference.td_loss(
+        _online_velocity(loss),
+        _critic_ref(loss, loss.qvalue_network_params),
+        _critic_ref(loss, loss.target_qvalue_network_params),
+        s,
+        a,
+        s2,
+        r,
+        m,
+        to_np(noise),
+        k,
+        0.9,
+        q_agg,
+    )
     np.testing.assert_allclose(to_np(y), y_ref, rtol=1e-10)
     np.testing.assert_allclose(got.item(), expected, rtol=1e-10)
     # masked rows bootstrap nothing
