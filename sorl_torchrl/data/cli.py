@@ -5,6 +5,8 @@ Examples:
     cube-double-noisy-v0
     ...
     0
+    >>> main(["generate", "antmaze-large-navigate-v0", "--out-dir", "/tmp"])
+    1
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``sorl-data``."""
     parser = argparse.ArgumentParser(
         prog="sorl-data",
-        description="Generate and verify OGBench datasets with the oracles shipped in ogbench.",
+        description=(
+            "Generate and verify OGBench datasets with the oracles shipped in ogbench. "
+            "Expert-data datasets (antmaze, humanoidmaze, antsoccer) are load only: copy the "
+            "official files into the dataset dir, then verify and load them."
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -56,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset", default=None, help="dataset name (default: inferred from the file name)"
     )
 
-    commands.add_parser("list", help="list the datasets that can be generated")
+    listing = commands.add_parser("list", help="list the datasets that can be generated")
+    listing.add_argument(
+        "--load-only",
+        action="store_true",
+        help="list the expert-data datasets instead (official files only, cannot be generated)",
+    )
     return parser
 
 
@@ -66,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         from sorl_torchrl.data.specs import list_datasets
 
-        print("\n".join(list_datasets()))
+        print("\n".join(list_datasets(load_only=args.load_only)))
         return 0
     if args.command == "generate":
         return _generate(args)

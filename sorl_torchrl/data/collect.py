@@ -67,12 +67,17 @@ class EpisodeCollector:
         >>> episode = collector.collect(seed=0, episode_index=0)
         >>> episode["observations"].shape, episode["terminals"].sum()
         ((20, 2), np.int64(1))
+
+    Raises:
+        ValueError: For a load-only dataset (collected by a trained expert).
     """
 
     def __init__(self, spec: DatasetSpec, episode_length: int | None = None) -> None:
         import gymnasium
         import ogbench  # noqa: F401  (registers the envs)
 
+        if spec.load_only:
+            raise ValueError(f"{spec.name} needs a trained expert: it has no scripted oracle.")
         self.spec = spec
         self.episode_length = episode_length or spec.episode_length
         kwargs: dict[str, Any] = dict(

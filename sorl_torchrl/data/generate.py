@@ -48,6 +48,7 @@ __all__ = [
     "default_dataset_dir",
     "generate_dataset",
     "generate_command",
+    "obtain_instructions",
     "save_npz_atomic",
 ]
 
@@ -70,6 +71,30 @@ def generate_command(name: str, out_dir: str | os.PathLike | None = None) -> str
     if out_dir is not None and Path(out_dir).expanduser() != default_dataset_dir():
         command += f" --out-dir {out_dir}"
     return command
+
+
+def obtain_instructions(name: str, out_dir: str | os.PathLike | None = None) -> str:
+    """How to get the files of dataset ``name`` into ``out_dir`` (used in error messages).
+
+    >>> obtain_instructions("pointmaze-large-navigate-v0", "/data")
+    'generate them with: sorl-data generate pointmaze-large-navigate-v0 --out-dir /data'
+    >>> print(obtain_instructions("antmaze-large-navigate-v0", "/data"))
+    copy the official OGBench files antmaze-large-navigate-v0.npz and
+    antmaze-large-navigate-v0-val.npz into /data (this dataset needs a trained expert and
+    cannot be generated here)
+    """
+    spec = get_dataset_spec(name)
+    if not spec.load_only:
+        return f"generate them with: {generate_command(spec.name, out_dir)}"
+    return (
+        f"{_copy_instruction(spec, out_dir)} (this dataset needs a trained expert and cannot "
+        "be generated here)"
+    )
+
+
+def _copy_instruction(spec: DatasetSpec, out_dir: str | os.PathLike | None) -> str:
+    out = default_dataset_dir() if out_dir is None else Path(out_dir).expanduser()
+    return f"copy the official OGBench files {spec.name}.npz and {spec.name}-val.npz into {out}"
 
 
 @dataclasses.dataclass
@@ -148,11 +173,19 @@ def generate_dataset(
         The written paths, row counts and timing.
 
     Raises:
-        ValueError: Unknown dataset name or bad sizes.
+        ValueError: Unknown dataset name, a load-only dataset (antmaze, humanoidmaze,
+            antsoccer: collected by a trained expert) or bad sizes.
         FileExistsError: The dataset exists (pass ``overwrite=True``), or a partial run
             with different settings is in the way.
     """
     spec = get_dataset_spec(name)
+    if spec.load_only:
+        raise ValueError(
+            f"{spec.name} cannot be generated: it needs a trained expert ({spec.family} data "
+            "was collected by expert policies that OGBench does not distribute). To use it, "
+            f"{_copy_instruction(spec, out_dir)}; `sorl-data verify` checks and "
+            "OGBenchExperienceReplay loads them."
+        )
     num_train = spec.num_episodes if num_episodes is None else num_episodes
     num_val = max(1, num_train // 10) if num_val_episodes is None else num_val_episodes
     length = spec.episode_length if episode_length is None else episode_length

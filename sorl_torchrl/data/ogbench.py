@@ -2,7 +2,8 @@
 
 :class:`OGBenchExperienceReplay` reads the official-format files ``<name>.npz`` /
 ``<name>-val.npz`` from a local dir (regenerated with ``sorl-data generate`` or
-downloaded elsewhere), relabels them for the chosen singletask task, converts them once to
+downloaded elsewhere; the antmaze, humanoidmaze and antsoccer datasets need a trained expert
+and can only be copied in), relabels them for the chosen singletask task, converts them once to
 a memory-mapped TED TensorDict and samples batches from it. ``import sorl_torchrl``
 registers it under the ``"ogbench"`` prefix of :func:`torchrl.data.datasets.load_dataset`.
 
@@ -40,7 +41,7 @@ from torchrl.data.replay_buffers.storages import TensorStorage
 from torchrl.data.replay_buffers.writers import ImmutableDatasetWriter, Writer
 from torchrl.envs.transforms import Compose, DeviceCastTransform, Transform
 
-from sorl_torchrl.data.generate import default_dataset_dir, generate_command
+from sorl_torchrl.data.generate import default_dataset_dir, generate_command, obtain_instructions
 from sorl_torchrl.data.provenance import read_provenance
 from sorl_torchrl.data.relabel import read_task_targets, singletask_rewards
 from sorl_torchrl.data.specs import DatasetSpec, get_dataset_spec, parse_singletask_id
@@ -93,7 +94,8 @@ class OGBenchExperienceReplay(BaseDatasetExperienceReplay):
 
     Raises:
         ValueError: Unknown dataset or task, or a corrupt / incomplete file.
-        FileNotFoundError: A missing file; the message gives the command that generates it.
+        FileNotFoundError: A missing file; the message gives the command that generates it
+            (or, for expert data, which official files to copy where).
     """
 
     def __init__(
@@ -185,16 +187,26 @@ class OGBenchExperienceReplay(BaseDatasetExperienceReplay):
         paths = dataset_file_paths(self.spec.name, self.root)
         if self.source_path.exists():
             return
-        command = generate_command(self.spec.name, self.root)
         if self.split == "val" and paths["train"].exists():
+            if self.spec.load_only:
+                fix = f"copy the official {paths['val'].name} into {self.root}"
+            else:
+                fix = (
+                    "regenerate both with: "
+                    f"{generate_command(self.spec.name, self.root)} --overwrite"
+                )
             raise FileNotFoundError(
                 f"The validation file {paths['val']} is missing (the training file exists): "
-                f"the dataset is incomplete. Regenerate both with: {command} --overwrite"
+                f"the dataset is incomplete; {fix}."
             )
-        raise FileNotFoundError(
-            f"Dataset file {self.source_path} not found. Generate it with: {command}"
-            " (or copy the official OGBench files into that dir)."
-        )
+        if self.spec.load_only:
+            how = obtain_instructions(self.spec.name, self.root)
+        else:
+            how = (
+                f"{obtain_instructions(self.spec.name, self.root)} "
+                "(or copy the official OGBench files into that dir)"
+            )
+        raise FileNotFoundError(f"Dataset file {self.source_path} not found: {how}.")
 
     def _fingerprint(self) -> dict[str, Any]:
         stat = self.source_path.stat()
@@ -247,10 +259,11 @@ class OGBenchExperienceReplay(BaseDatasetExperienceReplay):
         needed = ["observations", "actions", "terminals", "qpos"]
         if self.spec.button_dim is not None:
             needed.append("button_states")
-        hint = (
-            f"check it with `sorl-data verify {self.source_path}` and regenerate it with "
-            f"`{generate_command(self.spec.name, self.root)} --overwrite`"
-        )
+        if self.spec.load_only:
+            fix = f"copy the official {self.source_path.name} into {self.root} again"
+        else:
+            fix = f"regenerate it with `{generate_command(self.spec.name, self.root)} --overwrite`"
+        hint = f"check it with `sorl-data verify {self.source_path}` and {fix}"
         try:
             with np.load(self.source_path) as file:
                 missing = [key for key in needed if key not in file.files]

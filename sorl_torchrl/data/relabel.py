@@ -3,8 +3,10 @@
 OGBench's singletask datasets carry no rewards on disk: they are computed at load time
 from the *current* state's ``qpos`` (and ``button_states``) against the task's targets.
 A transition's success is the success of its state ``s``; its reward is
-``#satisfied - #subgoals`` (manipulation) or ``success - 1`` (mazes), and its mask
-``1 - success``. The targets come from the singletask env after a reset.
+``#satisfied - #subgoals`` (manipulation) or ``success - 1`` (mazes, antsoccer), and its
+mask ``1 - success``. The targets come from the singletask env after a reset. Mazes compare
+the agent's xy (``qpos[:2]``) with the goal, antsoccer the ball's xy (``qpos[-7:-5]``,
+after the ant's 15 entries), within 1.0 (point) or 0.5 (ant, humanoid, antsoccer).
 
 Examples:
     >>> import numpy as np
@@ -33,13 +35,16 @@ class TaskTargets:
     """The targets of one singletask task.
 
     Attributes:
-        family: ``"cube"``, ``"scene"``, ``"puzzle"`` or ``"pointmaze"``.
+        family: ``"cube"``, ``"scene"``, ``"puzzle"``, ``"pointmaze"``, ``"antmaze"``,
+            ``"humanoidmaze"`` or ``"antsoccer"``.
         cube_xyz: Target position of every cube, ``[num_cubes, 3]`` (cube, scene).
         button_states: Target button states (scene, puzzle).
         drawer_pos: Target drawer slide position (scene).
         window_pos: Target window slide position (scene).
-        goal_xy: Goal position (mazes).
-        goal_tol: Success radius around the goal (mazes).
+        goal_xy: Goal position (mazes, antsoccer).
+        goal_tol: Success radius around the goal (mazes, antsoccer).
+        xy_qpos_index: Where the xy compared with the goal starts in ``qpos``: 0 for the
+            maze agent, 15 for the antsoccer ball.
     """
 
     family: str
@@ -49,6 +54,7 @@ class TaskTargets:
     window_pos: float | None = None
     goal_xy: np.ndarray | None = None
     goal_tol: float | None = None
+    xy_qpos_index: int = 0
 
 
 def read_task_targets(env_id: str) -> TaskTargets:
@@ -64,11 +70,14 @@ def read_task_targets(env_id: str) -> TaskTargets:
     try:
         env.reset(seed=0)
         unwrapped = env.unwrapped
-        if "maze" in env_id:
+        family = env_id.split("-")[0]
+        if "maze" in family or family == "antsoccer":
             return TaskTargets(
-                family="pointmaze",
+                family=family,
                 goal_xy=np.asarray(unwrapped.cur_goal_xy, dtype=np.float64).copy(),
                 goal_tol=float(unwrapped._goal_tol),
+                # The ball's free joint (xyz + quaternion) closes antsoccer's qpos.
+                xy_qpos_index=unwrapped.data.qpos.shape[0] - 7 if family == "antsoccer" else 0,
             )
         if env_id.startswith("puzzle"):
             return TaskTargets(
@@ -101,8 +110,9 @@ def singletask_rewards(
     Returns:
         ``(rewards float32 [rows], successes bool [rows])``.
     """
-    if targets.family == "pointmaze":
-        distance = np.linalg.norm(qpos[:, :2] - targets.goal_xy, axis=-1)
+    if targets.goal_xy is not None:
+        xy = qpos[:, targets.xy_qpos_index : targets.xy_qpos_index + 2]
+        distance = np.linalg.norm(xy - targets.goal_xy, axis=-1)
         success = distance <= targets.goal_tol
         return (success.astype(np.float32) - 1.0), success
     subgoals = []

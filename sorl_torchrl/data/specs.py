@@ -1,9 +1,12 @@
 """Registry of the OGBench datasets and singletask environments this package knows.
 
-One :class:`DatasetSpec` per dataset that can be regenerated locally with the scripted
-oracles shipped in the ``ogbench`` package, carrying the official generation settings
-(from OGBench's ``data_gen_scripts/commands.sh``), the on-disk array shapes, the default
-singletask task and the evaluation horizon.
+One :class:`DatasetSpec` per dataset, carrying the official generation settings (from
+OGBench's ``data_gen_scripts/commands.sh``), the on-disk array shapes, the default
+singletask task and the evaluation horizon. Most datasets can be regenerated locally with
+the scripted oracles shipped in the ``ogbench`` package; the antmaze, humanoidmaze and
+antsoccer datasets were collected by trained expert policies that are not distributed, so
+their specs are *load only* (``spec.load_only``): the official files, copied into the
+dataset dir, can be verified and loaded, but not generated.
 
 Examples:
     >>> spec = get_dataset_spec("cube-single-play-v0")
@@ -14,6 +17,9 @@ Examples:
                  env_id='cube-single-singletask-task3-v0', task=3)
     >>> parse_singletask_id("pointmaze-medium-navigate-singletask-v0").task
     1
+    >>> spec = get_dataset_spec("antsoccer-arena-navigate-v0")
+    >>> spec.load_only, spec.observation_dim, spec.action_dim, spec.default_task
+    (True, 42, 8, 4)
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Literal, NamedTuple
 
 __all__ = [
     "DATASETS",
+    "EXPERT_FAMILIES",
     "DatasetSpec",
     "SingletaskId",
     "get_dataset_spec",
@@ -33,7 +40,10 @@ __all__ = [
     "list_datasets",
 ]
 
-Family = Literal["cube", "scene", "puzzle", "pointmaze"]
+Family = Literal["cube", "scene", "puzzle", "pointmaze", "antmaze", "humanoidmaze", "antsoccer"]
+
+EXPERT_FAMILIES: tuple[str, ...] = ("antmaze", "humanoidmaze", "antsoccer")
+"""Families whose official data was collected by trained expert policies (load only)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +54,9 @@ class DatasetSpec:
         name: Dataset name, e.g. ``"cube-single-play-v0"`` (files ``<name>.npz`` and
             ``<name>-val.npz``).
         env_name: Goal-conditioned OGBench env used to collect the data.
-        family: ``"cube"``, ``"scene"``, ``"puzzle"`` or ``"pointmaze"``.
-        dataset_type: ``"play"``, ``"noisy"`` or ``"navigate"``.
+        family: ``"cube"``, ``"scene"``, ``"puzzle"``, ``"pointmaze"``, ``"antmaze"``,
+            ``"humanoidmaze"`` or ``"antsoccer"``.
+        dataset_type: ``"play"``, ``"noisy"``, ``"navigate"``, ``"stitch"`` or ``"explore"``.
         num_episodes: Official number of training episodes (validation adds 10 %).
         episode_length: Rows per episode on disk (the collection env's time limit).
         observation_dim: Observation size.
@@ -55,11 +66,14 @@ class DatasetSpec:
         button_dim: ``button_states`` size (scene, puzzle), else ``None``.
         default_task: Task used by ``<...>-singletask-v0`` (no ``-taskN`` suffix).
         horizon: Evaluation episode length of the singletask env.
-        noise: Oracle noise (play: plan noise; noisy: upper bound of the per-episode xi).
+        noise: Oracle noise (play: plan noise; noisy: upper bound of the per-episode xi;
+            navigate: action noise of the maze oracle or expert).
         noise_smoothing: Temporal smoothing of the plan oracle's noise (play only).
         min_norm: Minimum action norm of the Markov oracles (noisy only).
         p_random_action: Probability of a uniformly random action (noisy only).
         p_stack_range: Per-episode range of the cube stacking probability.
+        load_only: The data was collected by a trained expert policy that is not
+            distributed: the official files can be verified and loaded, not generated.
     """
 
     name: str
@@ -80,6 +94,7 @@ class DatasetSpec:
     min_norm: float = 0.0
     p_random_action: float = 0.0
     p_stack_range: tuple[float, float] = (0.0, 0.0)
+    load_only: bool = False
 
     @property
     def env_prefix(self) -> str:
@@ -88,7 +103,9 @@ class DatasetSpec:
 
     @property
     def oracle(self) -> str:
-        """The kind of scripted oracle: ``"plan"``, ``"markov"`` or ``"maze-subgoal"``."""
+        """The data collector: ``"plan"``, ``"markov"``, ``"maze-subgoal"`` or ``"expert"``."""
+        if self.load_only:
+            return "expert"
         if self.family == "pointmaze":
             return "maze-subgoal"
         return "plan" if self.dataset_type == "play" else "markov"
@@ -132,6 +149,28 @@ _PUZZLE_DIMS = {  # size: (obs, qpos=qvel, buttons, episodes, horizon)
     "4x6": (115, 38, 24, 5000, 1000),
 }
 _MAZES = {"medium": (1000, 1001), "large": (1000, 1001), "giant": (500, 2001)}
+# Expert-data families (load only). Dims measured on the ogbench envs; episode counts and
+# lengths from OGBench's data_gen_scripts/commands.sh; horizons from the singletask env
+# registrations (ogbench/locomaze/__init__.py); default tasks from ogbench/locomaze/maze.py.
+_EXPERT_DIMS = {  # family: (obs, act, qpos, qvel, default task)
+    "antmaze": (29, 8, 15, 14, 1),
+    "humanoidmaze": (69, 21, 28, 27, 1),
+    "antsoccer": (42, 8, 22, 20, 4),
+}
+_EXPERT_DATASETS = [  # (family, env, type, episodes, rows per episode, horizon)
+    *[("antmaze", m, "navigate", 1000, 1001, 1000) for m in ("medium", "large", "teleport")],
+    ("antmaze", "giant", "navigate", 500, 2001, 1000),
+    *[("antmaze", m, "stitch", 5000, 201, 1000) for m in ("medium", "large", "giant", "teleport")],
+    *[("antmaze", m, "explore", 10000, 501, 1000) for m in ("medium", "large", "teleport")],
+    *[("humanoidmaze", m, "navigate", 1000, 2001, 2000) for m in ("medium", "large")],
+    ("humanoidmaze", "giant", "navigate", 1000, 4001, 4000),
+    *[("humanoidmaze", m, "stitch", 5000, 401, 2000) for m in ("medium", "large")],
+    ("humanoidmaze", "giant", "stitch", 10000, 401, 4000),
+    ("antsoccer", "arena", "navigate", 1000, 1001, 1000),
+    ("antsoccer", "medium", "navigate", 4000, 1001, 1000),
+    ("antsoccer", "arena", "stitch", 5000, 201, 1000),
+    ("antsoccer", "medium", "stitch", 8000, 501, 1000),
+]
 _PLAY = dict(noise=0.1, noise_smoothing=0.5)
 _NOISY = dict(noise=0.1, min_norm=0.4)
 
@@ -218,29 +257,53 @@ def _build_registry() -> dict[str, DatasetSpec]:
                 noise=0.5,
             )
         )
+    for family, env, dtype, episodes, length, horizon in _EXPERT_DATASETS:
+        obs, act, qpos, qvel, task = _EXPERT_DIMS[family]
+        specs.append(
+            DatasetSpec(
+                name=f"{family}-{env}-{dtype}-v0",
+                env_name=f"{family}-{env}-v0",
+                family=family,  # type: ignore[arg-type]
+                dataset_type=dtype,
+                num_episodes=episodes,
+                episode_length=length,
+                observation_dim=obs,
+                action_dim=act,
+                qpos_dim=qpos,
+                qvel_dim=qvel,
+                button_dim=None,
+                default_task=task,
+                horizon=horizon,
+                noise=1.0 if dtype == "explore" else 0.2,
+                load_only=True,
+            )
+        )
     return {spec.name: spec for spec in specs}
 
 
 DATASETS: dict[str, DatasetSpec] = _build_registry()
-"""All datasets that can be generated locally, by name."""
+"""All known datasets, by name (generatable and load only)."""
 
 
-def list_datasets() -> list[str]:
-    """Names of all datasets that can be generated locally, sorted.
+def list_datasets(*, load_only: bool = False) -> list[str]:
+    """Names of the datasets that can be generated locally, sorted.
+
+    Args:
+        load_only: List the load-only datasets instead (collected by a trained expert;
+            the official files must be copied into the dataset dir).
 
     >>> "puzzle-3x3-noisy-v0" in list_datasets()
     True
+    >>> list_datasets(load_only=True)[:3]
+    ['antmaze-giant-navigate-v0', 'antmaze-giant-stitch-v0', 'antmaze-large-explore-v0']
     """
-    return sorted(DATASETS)
+    return sorted(name for name, spec in DATASETS.items() if spec.load_only == load_only)
 
 
 def _unknown(kind: str, name: str, choices: list[str]) -> ValueError:
     close = difflib.get_close_matches(name, choices, n=3)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    return ValueError(
-        f"Unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(choices))}. "
-        "(antmaze, humanoidmaze and antsoccer need a trained expert and cannot be generated.)"
-    )
+    return ValueError(f"Unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(choices))}.")
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:

@@ -112,7 +112,14 @@ def test_provenance_record(reference_run):
         assert "ogbench" in record["versions"]
 
 
-@pytest.mark.parametrize("name", ["cube-sextuple-play-v0", "antmaze-large-navigate-v0"])
-def test_unknown_dataset(tmp_path, name):
-    with pytest.raises(ValueError, match="Unknown dataset"):
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        ("cube-sextuple-play-v0", "Unknown dataset"),
+        ("antmaze-large-navigate-v0", "cannot be generated: it needs a trained expert"),
+    ],
+)
+def test_unknown_or_load_only_dataset(tmp_path, name, match):
+    with pytest.raises(ValueError, match=match):
         generate_dataset(name, out_dir=tmp_path, num_episodes=1, progress=False)
+    assert not any(tmp_path.iterdir())

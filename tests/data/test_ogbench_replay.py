@@ -120,7 +120,7 @@ def test_provenance_marks_regenerated_data(tiny_datasets):
         ("cube-sextuple-play-singletask-v0", "Unknown dataset 'cube-sextuple-play-v0'"),
         ("cube-single-play-singletask-task9-v0", "Unknown task 9"),
         ("cube-single-play-v0", "not an OGBench singletask id"),
-        ("antmaze-large-navigate-singletask-v0", "need a trained expert"),
+        ("antmaze-huge-navigate-singletask-v0", "Unknown dataset 'antmaze-huge-navigate-v0'"),
     ],
 )
 def test_bad_names_give_clear_errors(tiny_datasets, dataset_id, match):

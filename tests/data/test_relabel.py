@@ -41,3 +41,25 @@ def test_cube_single_task_targets_come_from_the_task_definition():
     env = gymnasium.make("cube-single-singletask-task1-v0")
     np.testing.assert_allclose(targets.cube_xyz, env.unwrapped.task_infos[0]["goal_xyzs"])
     env.close()
+
+
+def test_antsoccer_success_is_the_ball_within_half_a_unit_of_the_goal():
+    targets = read_task_targets("antsoccer-arena-singletask-v0")  # default task 4
+    assert targets.xy_qpos_index == 15 and targets.goal_tol == 0.5
+    qpos = np.zeros((3, 22), dtype=np.float32)
+    qpos[0, 15:17] = targets.goal_xy + [0.49, 0.0]  # ball in, ant far away
+    qpos[1, :2] = targets.goal_xy  # ant on the goal, ball 0.51 away
+    qpos[1, 15:17] = targets.goal_xy + [0.0, 0.51]
+    qpos[2, 15:17] = targets.goal_xy + [0.3, 0.3]
+    rewards, success = singletask_rewards(targets, qpos)
+    assert success.tolist() == [True, False, True]
+    assert rewards.tolist() == [0.0, -1.0, 0.0]
+
+
+def test_humanoidmaze_success_is_the_agent_within_half_a_unit():
+    targets = read_task_targets("humanoidmaze-medium-singletask-task2-v0")
+    assert targets.xy_qpos_index == 0 and targets.goal_tol == 0.5
+    qpos = np.zeros((2, 28), dtype=np.float32)
+    qpos[0, :2] = targets.goal_xy + [0.0, 0.49]
+    qpos[1, :2] = targets.goal_xy + [0.0, 0.51]
+    assert singletask_rewards(targets, qpos)[1].tolist() == [True, False]

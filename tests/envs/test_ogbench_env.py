@@ -7,6 +7,7 @@ import torch
 from torchrl.envs.utils import RandomPolicy, check_env_specs
 
 from sorl_torchrl.envs import CubeOraclePolicy, evaluate_policy, make_ogbench_env
+from sorl_torchrl.envs.ogbench import resolve_env_id
 
 
 def test_specs_dtypes_and_success_key():
@@ -62,10 +63,45 @@ def test_success_timing_pre_ends_one_step_after_post():
 
 
 @pytest.mark.parametrize(
+    "env_id, ogbench_id, horizon, obs_dim, act_dim",
+    [
+        ("antmaze-large-navigate-singletask-v0", "antmaze-large-singletask-v0", 1000, 29, 8),
+        (
+            "humanoidmaze-giant-singletask-task2-v0",
+            "humanoidmaze-giant-singletask-task2-v0",
+            4000,
+            69,
+            21,
+        ),
+        ("antsoccer-arena-navigate-singletask-v0", "antsoccer-arena-singletask-v0", 1000, 42, 8),
+    ],
+)
+def test_expert_data_envs(env_id, ogbench_id, horizon, obs_dim, act_dim):
+    # Envs of the load-only (expert-data) datasets step like the others and report success.
+    assert resolve_env_id(env_id)[:2] == (ogbench_id, horizon)
+    env = make_ogbench_env(env_id, seed=0)
+    assert env.max_episode_steps == horizon
+    td = env.rollout(3, RandomPolicy(env.action_spec))
+    assert td["observation"].shape == (3, obs_dim) and td["action"].shape == (3, act_dim)
+    assert td["next", "success"].dtype == torch.bool and not td["next", "success"].any()
+    env.close()
+
+
+def test_evaluate_antmaze_singletask():
+    env = make_ogbench_env("antmaze-medium-navigate-singletask-task2-v0")
+    result = evaluate_policy(
+        RandomPolicy(env.action_spec), env, num_episodes=1, max_episode_steps=10, seed=0
+    )
+    assert result.episode_lengths == [10] and result.successes == [False]
+    assert result.mean_return == -10.0
+    env.close()
+
+
+@pytest.mark.parametrize(
     "env_id, match",
     [
         ("cube-single-singletask-task7-v0", "Unknown task 7"),
-        ("humanoidmaze-giant-singletask-v0", "Unknown dataset"),
+        ("humanoidmaze-huge-singletask-v0", "Unknown dataset"),
         ("cube-single-v0", "not an OGBench singletask id"),
     ],
 )

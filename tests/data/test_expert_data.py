@@ -1,0 +1,220 @@
+"""Expert-data datasets (antmaze, humanoidmaze, antsoccer): load only.
+
+The official files cannot be made here (they need trained experts), so the tests write
+tiny files in the official format by rolling out random actions in the OGBench env the
+way OGBench's own collection script records them, and check the replay buffer against
+OGBench's own loader and singletask relabelling.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import ogbench
+import pytest
+
+from sorl_torchrl.data import (
+    DATASETS,
+    OGBenchExperienceReplay,
+    generate_dataset,
+    get_dataset_spec,
+    list_datasets,
+    verify_dataset_file,
+)
+from sorl_torchrl.data.cli import main
+from sorl_torchrl.data.specs import EXPERT_FAMILIES, DatasetSpec
+
+CLIP = 1.0 - 1e-5
+TINY = {  # dataset: (train episodes, rows per episode)
+    "antmaze-large-navigate-v0": (3, 40),
+    "humanoidmaze-medium-navigate-v0": (2, 30),
+    "antsoccer-arena-navigate-v0": (3, 40),
+}
+
+
+def _rollout(env: gymnasium.Env, spec: DatasetSpec, index: int, length: int) -> dict:
+    """One episode of random actions, recorded as OGBench's collection script does.
+
+    Odd episodes start on the default task's goal (agent, or ball for antsoccer), so the
+    relabelled data holds successes as well as failures.
+    """
+    np.random.seed(index)  # maze start noise
+    env.action_space.seed(index)
+    ob, _ = env.reset(seed=index, options=dict(task_id=spec.default_task))
+    unwrapped = env.unwrapped
+    if index % 2 == 1:
+        goal = np.asarray(unwrapped.ij_to_xy(unwrapped.cur_task_info["goal_ij"]))  # noise-free
+        if spec.family == "antsoccer":
+            unwrapped.set_agent_ball_xy(goal + 1.0, goal)
+        else:
+            unwrapped.set_xy(goal)
+        ob = unwrapped.get_ob()
+    rows: dict[str, list] = {
+        k: [] for k in ("observations", "actions", "terminals", "qpos", "qvel")
+    }
+    for _ in range(length):
+        action = env.action_space.sample()
+        next_ob, _, terminated, truncated, info = env.step(action)
+        rows["observations"].append(ob)
+        rows["actions"].append(action)
+        rows["terminals"].append(terminated or truncated)
+        rows["qpos"].append(info["prev_qpos"])
+        rows["qvel"].append(info["prev_qvel"])
+        ob = next_ob
+    return rows
+
+
+def write_official_format(spec: DatasetSpec, root: Path, episodes: int, length: int) -> None:
+    """Write ``<name>.npz`` (``episodes``) and ``<name>-val.npz`` (one episode) to ``root``."""
+    env = gymnasium.make(spec.env_name, terminate_at_goal=False, max_episode_steps=length)
+    for path, indices in [
+        (root / f"{spec.name}.npz", range(episodes)),
+        (root / f"{spec.name}-val.npz", range(episodes, episodes + 1)),
+    ]:
+        columns: dict[str, list] = {}
+        for index in indices:
+            for key, values in _rollout(env, spec, index, length).items():
+                columns.setdefault(key, []).extend(values)
+        np.savez_compressed(
+            path,
+            observations=np.asarray(columns["observations"], dtype=np.float32),
+            actions=np.asarray(columns["actions"], dtype=np.float32),
+            terminals=np.asarray(columns["terminals"], dtype=bool),
+            qpos=np.asarray(columns["qpos"], dtype=np.float32),
+            qvel=np.asarray(columns["qvel"], dtype=np.float32),
+        )
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def expert_files(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("expert-data")
+    for name, (episodes, length) in TINY.items():
+        write_official_format(get_dataset_spec(name), root, episodes, length)
+    return root
+
+
+def test_specs_match_the_ogbench_envs():
+    # Dims from the envs themselves, horizons from OGBench's singletask registrations.
+    checked = set()
+    for spec in DATASETS.values():
+        if not spec.load_only:
+            continue
+        assert spec.family in EXPERT_FAMILIES
+        singletask = gymnasium.spec(spec.singletask_env_id())
+        assert spec.horizon == singletask.max_episode_steps, spec.name
+        if spec.env_name in checked:
+            continue
+        env = gymnasium.make(spec.env_name)
+        env.reset(seed=0)
+        assert env.observation_space.shape == (spec.observation_dim,), spec.name
+        assert env.action_space.shape == (spec.action_dim,), spec.name
+        assert env.unwrapped.data.qpos.shape == (spec.qpos_dim,), spec.name
+        assert env.unwrapped.data.qvel.shape == (spec.qvel_dim,), spec.name
+        env.close()
+        checked.add(spec.env_name)
+    assert len(checked) == 9
+
+
+def test_default_tasks_are_ogbenchs():
+    for name in ["antmaze-giant-navigate-v0", "humanoidmaze-large-navigate-v0"]:
+        env = gymnasium.make(get_dataset_spec(name).singletask_env_id())
+        assert env.unwrapped._reward_task_id == get_dataset_spec(name).default_task == 1
+    env = gymnasium.make("antsoccer-arena-singletask-v0")
+    assert (
+        env.unwrapped._reward_task_id == get_dataset_spec("antsoccer-arena-stitch-v0").default_task
+    )
+    assert get_dataset_spec("antsoccer-arena-stitch-v0").default_task == 4
+
+
+@pytest.mark.parametrize(
+    "singletask_id",
+    [
+        "antmaze-large-navigate-singletask-v0",
+        "antmaze-large-navigate-singletask-task3-v0",
+        "humanoidmaze-medium-navigate-singletask-v0",
+        "antsoccer-arena-navigate-singletask-v0",
+    ],
+)
+def test_ted_equals_ogbench_loader_and_relabelling(expert_files, singletask_id):
+    _, train, val = ogbench.make_env_and_datasets(singletask_id, dataset_dir=str(expert_files))
+    for split, ref in [("train", train), ("val", val)]:
+        data = OGBenchExperienceReplay(singletask_id, root=expert_files, split=split)
+        td = data[:]
+        assert len(data) == len(ref["observations"])
+        np.testing.assert_array_equal(td["observation"].numpy(), ref["observations"])
+        np.testing.assert_array_equal(td["next", "observation"].numpy(), ref["next_observations"])
+        np.testing.assert_array_equal(td["action"].numpy(), np.clip(ref["actions"], -CLIP, CLIP))
+        np.testing.assert_array_equal(td["next", "reward"].squeeze(-1).numpy(), ref["rewards"])
+        np.testing.assert_array_equal(
+            td["next", "terminated"].squeeze(-1).numpy(), 1.0 - ref["masks"]
+        )
+        np.testing.assert_array_equal(td["next", "done"].squeeze(-1).numpy(), ref["terminals"])
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_reference_comparison_is_not_vacuous(expert_files, name):
+    # Episodes started on the goal succeed, the others do not: both rewards occur.
+    singletask_id = name.replace("-v0", "-singletask-v0")
+    _, train, _ = ogbench.make_env_and_datasets(singletask_id, dataset_dir=str(expert_files))
+    assert set(np.unique(train["rewards"]).tolist()) == {-1.0, 0.0}
+
+
+def test_antsoccer_success_follows_the_ball_not_the_ant(expert_files):
+    # The goal-start episode puts the ball on the goal and the ant 1.4 away from it.
+    data = OGBenchExperienceReplay("antsoccer-arena-navigate-singletask-v0", root=expert_files)
+    episode = data[:]["episode"] == 1
+    assert data[:]["next", "terminated"][episode][0].item()
+
+
+def test_official_format_files_verify(expert_files):
+    for name, (episodes, _) in TINY.items():
+        report = verify_dataset_file(expert_files / f"{name}.npz")
+        assert report.ok, report.errors
+        assert report.summary["episodes"] == episodes
+        assert any("episode length" in w for w in report.warnings)  # not the official length
+
+
+def test_verify_catches_wrong_shapes(expert_files, tmp_path):
+    # Humanoid rows in an antmaze file: the spec's dims catch it.
+    source = expert_files / "humanoidmaze-medium-navigate-v0.npz"
+    target = tmp_path / "antmaze-medium-navigate-v0.npz"
+    target.write_bytes(source.read_bytes())
+    report = verify_dataset_file(target)
+    assert not report.ok and any("observations" in e for e in report.errors)
+
+
+def test_generation_is_refused_with_instructions(tmp_path, capsys):
+    with pytest.raises(ValueError, match="needs a trained expert") as error:
+        generate_dataset("antmaze-large-navigate-v0", out_dir=tmp_path)
+    assert f"antmaze-large-navigate-v0-val.npz into {tmp_path}" in str(error.value)
+    assert main(["generate", "humanoidmaze-giant-navigate-v0", "--out-dir", str(tmp_path)]) == 1
+    assert "copy the official OGBench files" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_listing(capsys):
+    assert "antsoccer-arena-navigate-v0" in list_datasets(load_only=True)
+    assert "antsoccer-arena-navigate-v0" not in list_datasets()
+    assert main(["list", "--load-only"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert "humanoidmaze-giant-navigate-v0" in listed and "cube-single-play-v0" not in listed
+
+
+def test_missing_files_say_what_to_copy(expert_files, tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        OGBenchExperienceReplay("antmaze-medium-navigate-singletask-v0", root=tmp_path)
+    message = str(error.value)
+    assert "copy the official OGBench files antmaze-medium-navigate-v0.npz" in message
+    assert "sorl-data generate" not in message
+    (tmp_path / "antsoccer-arena-navigate-v0.npz").write_bytes(
+        (expert_files / "antsoccer-arena-navigate-v0.npz").read_bytes()
+    )
+    with pytest.raises(
+        FileNotFoundError, match="copy the official antsoccer-arena-navigate-v0-val"
+    ):
+        OGBenchExperienceReplay(
+            "antsoccer-arena-navigate-singletask-v0", root=tmp_path, split="val"
+        )
