@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torchrl.envs import EnvBase
 
+from sorl_torchrl._io import atomic_write, atomic_write_text
 from sorl_torchrl._validation import check_power_of_two
 from sorl_torchrl.envs import evaluate_policy
 from sorl_torchrl.modules import QEnsemble, ShortcutActor, VerifierSampler
@@ -119,15 +120,11 @@ def write_scaling_results(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out / f"{stem}.json", out / f"{stem}.csv"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(list(rows), indent=2))
-    os.replace(tmp, json_path)
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as handle:
+    atomic_write_text(json_path, json.dumps(list(rows), indent=2))
+    with atomic_write(csv_path, "w") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, csv_path)
     return json_path, csv_path
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import linear_actor
+from helpers import linear_actor
 from reference import LinearVelocity, euler_sample, to_np
 from tensordict import TensorDict
 

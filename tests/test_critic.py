@@ -3,7 +3,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import small_critic
+from helpers import small_critic
 from reference import EnsembleCritic, to_np
 from tensordict import TensorDict
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import reference
 import torch
-from conftest import linear_actor, make_batch, small_critic
+from helpers import linear_actor, make_batch, small_critic
 from reference import EnsembleCritic, LinearVelocity, to_np
 from tensordict import TensorDict
 from torchrl.objectives import SoftUpdate

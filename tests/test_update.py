@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import linear_actor, make_batch, small_critic
+from helpers import linear_actor, make_batch, small_critic
 
 from sorl_torchrl import ShortcutLoss, SORLUpdateStep
 

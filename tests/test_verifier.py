@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import linear_actor, small_critic
+from helpers import linear_actor, small_critic
 from tensordict import TensorDict
 
 from sorl_torchrl import QEnsemble, ShortcutActor, VerifierSampler

@@ -24,7 +24,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,11 +31,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from sorl_torchrl._io import atomic_write, atomic_write_text
 from sorl_torchrl.data.collect import EpisodeCollector
 from sorl_torchrl.data.provenance import (
     GENERATOR_NAME,
-    atomic_write_text,
-    default_file_mode,
     library_versions,
     provenance_path,
     write_provenance,
@@ -127,19 +125,9 @@ def save_npz_atomic(
     path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = True
 ) -> None:
     """Save arrays to ``path`` via a temp file in the same dir and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            ordered = {k: arrays[k] for k in KEY_ORDER if k in arrays}
-            (np.savez_compressed if compress else np.savez)(file, **ordered)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, default_file_mode())  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    ordered = {k: arrays[k] for k in KEY_ORDER if k in arrays}
+    with atomic_write(path, "wb") as file:
+        (np.savez_compressed if compress else np.savez)(file, **ordered)
 
 
 def generate_dataset(

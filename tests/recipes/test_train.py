@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, compose_train, tiny_overrides
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
+from recipe_helpers import CONF_DIR, compose_train, tiny_overrides
 
 from recipes.common import build_modules
 from recipes.train import run
