@@ -1,0 +1,201 @@
+"""Sphinx configuration of the sorl-torchrl documentation.
+
+Build with ``make docs`` (``sphinx-build -W --keep-going -b html docs docs/_build/html``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from sphinx.ext import intersphinx
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(DOCS))
+
+import sorl_torchrl  # noqa: E402
+from _inventories import ALIASES, PROJECTS, write_inventories  # noqa: E402
+
+# Tutorials train small networks: one thread each is fastest and avoids oversubscription.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+# -- Project -------------------------------------------------------------------------------
+project = "sorl-torchrl"
+author = "sorl-torchrl developers"
+copyright = "2025, sorl-torchrl developers"  # noqa: A001
+release = sorl_torchrl.__version__
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "myst_parser",
+    "sphinx_gallery.gen_gallery",
+    "sphinx_copybutton",
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build", "_generated/*.md", "tutorials/*.ipynb", "**.ipynb_checkpoints"]
+templates_path = ["_templates"]
+
+# Every cross-reference must resolve: a broken one is a warning, and the build uses -W.
+nitpicky = True
+nitpick_ignore = [
+    # Type aliases used in annotations, documented in prose where they are used.
+    ("py:class", "NestedKey"),
+    ("py:class", "tensordict.utils.NestedKey"),
+    ("py:class", "tensordict._nestedkey.NestedKey"),
+    ("py:class", "QAggregation"),
+    ("py:class", "OptimizerFactory"),
+    # Optional names in napoleon "optional" type annotations.
+    ("py:class", "optional"),
+]
+
+# -- Autodoc / autosummary / napoleon ------------------------------------------------------
+autosummary_generate = True
+autosummary_imported_members = False
+autodoc_default_options = {
+    "members": True,
+    "member-order": "bysource",
+    "show-inheritance": True,
+}
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
+autodoc_typehints_format = "short"
+autodoc_preserve_defaults = True
+autodoc_class_signature = "separated"
+autoclass_content = "class"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+napoleon_use_ivar = True
+napoleon_attr_annotations = True
+
+# -- Intersphinx (offline tolerant) ---------------------------------------------------------
+# The remote inventory is tried first; without network the local fallback written by
+# ``_inventories.py`` is used. Sphinx only warns when *every* location of a project fails.
+_local_inventories = write_inventories(DOCS / "_build" / "intersphinx")
+intersphinx_mapping = {
+    name: (url, (None, str(_local_inventories[name]))) for name, (url, _) in PROJECTS.items()
+}
+intersphinx_timeout = 5
+
+# -- MyST ------------------------------------------------------------------------------------
+myst_enable_extensions = ["colon_fence", "deflist", "dollarmath", "amsmath", "attrs_inline"]
+myst_heading_anchors = 3
+
+# -- Sphinx-Gallery (tutorials) --------------------------------------------------------------
+sphinx_gallery_conf = {
+    "examples_dirs": [str(ROOT / "tutorials")],
+    "gallery_dirs": ["tutorials"],
+    "filename_pattern": r"/\d\d_",  # execute every numbered tutorial
+    "ignore_pattern": r"__init__\.py",
+    "within_subsection_order": "FileNameSortKey",
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "min_reported_time": 0,
+    "image_scrapers": ("matplotlib",),
+    "reset_modules": ("matplotlib", "seaborn"),
+    "doc_module": ("sorl_torchrl",),
+    "backreferences_dir": None,
+    "capture_repr": ("_repr_html_", "__repr__"),
+    "show_memory": False,
+    "write_computation_times": True,
+}
+
+# -- HTML ------------------------------------------------------------------------------------
+html_theme = "furo"
+html_title = f"sorl-torchrl {release}"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+html_theme_options = {"navigation_with_keys": True}
+pygments_style = "friendly"
+pygments_dark_style = "monokai"
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True
+
+
+# -- Benchmarks page: include benchmarks/RESULTS.md when it exists --------------------------
+def _stage_benchmark_results() -> None:
+    generated = DOCS / "_generated"
+    generated.mkdir(exist_ok=True)
+    target = generated / "benchmark_results.md"
+    source = ROOT / "benchmarks" / "RESULTS.md"
+    if source.is_file():
+        text = source.read_text()
+    else:
+        text = (
+            "*No results are checked in yet: run the benchmarks as shown above and they "
+            "will appear here on the next build.*\n"
+        )
+    if not target.is_file() or target.read_text() != text:
+        target.write_text(text)
+
+
+_stage_benchmark_results()
+
+
+# -- Cross-reference aliases -----------------------------------------------------------------
+def _resolve_alias(app, env, node, contnode):
+    """Resolve references that name an object by another path than its documented one.
+
+    * external objects named by their defining module (``torchrl.objectives.common.LossModule``
+      in a base-class list) are sent to intersphinx under their documented name;
+    * a name of this package that is re-exported (``sorl_torchrl.QEnsemble``) or given
+      without its package (``QEnsemble``) resolves to the single documented object with that
+      name. Names that match nothing, or more than one object, stay broken (and fail -W).
+    """
+    if node.get("refdomain") != "py":
+        return None
+    target = node.get("reftarget", "")
+    alias = ALIASES.get(target)
+    if alias is not None:
+        new = node.deepcopy()
+        new["reftarget"] = alias
+        found = intersphinx.missing_reference(app, env, new, contnode)
+        if found is not None:
+            return found
+        target = alias
+    domain = env.get_domain("py")
+    tail = target.split(".")
+    if len(tail) > 1 and tail[0] != "sorl_torchrl" and alias is None:
+        return None
+    suffix = "." + ".".join(tail[1:] if tail[0] == "sorl_torchrl" else tail)
+    matches = {
+        name
+        for name, obj in domain.objects.items()
+        if name.startswith("sorl_torchrl.") and name.endswith(suffix) and not obj.aliased
+    }
+    if len(matches) != 1:
+        return None
+    (full,) = matches
+    return domain.resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], full, node, contnode
+    )
+
+
+def _check_no_private(app, what, name, obj, skip, options):
+    # Never document private helpers, even when they carry a docstring, nor TorchRL's
+    # ``default_keys`` alias of a loss's private key dataclass.
+    short = name.rsplit(".", 1)[-1]
+    if short == "default_keys":
+        return True
+    if short.startswith("_") and not (short.startswith("__") and short.endswith("__")):
+        return True
+    return None
+
+
+def setup(app):
+    """Register the alias resolver after intersphinx's own resolver."""
+    app.connect("missing-reference", _resolve_alias, priority=900)
+    app.connect("autodoc-skip-member", _check_no_private)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
