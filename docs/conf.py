@@ -5,11 +5,13 @@ Build with ``make docs`` (``sphinx-build -W --keep-going -b html docs docs/_buil
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
 
 from sphinx.ext import intersphinx
+from sphinx.util.inspect import stringify_signature
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -71,7 +73,7 @@ autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented_params"
 autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
-autodoc_class_signature = "separated"
+autodoc_class_signature = "mixed"
 autoclass_content = "class"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
@@ -193,9 +195,24 @@ def _check_no_private(app, what, name, obj, skip, options):
     return None
 
 
+def _init_signature(app, what, name, obj, options, signature, return_annotation):
+    # TensorDict modules and TorchRL losses have metaclasses whose ``__call__`` hides the
+    # constructor's signature behind ``(*args, **kwargs)``: show ``__init__``'s instead.
+    if what != "class" or signature not in (None, "(*args, **kwargs)"):
+        return None
+    init = getattr(obj, "__init__", None)
+    if init is None or init is object.__init__:
+        return None
+    sig = inspect.signature(init)
+    params = list(sig.parameters.values())[1:]  # drop self
+    sig = sig.replace(parameters=params, return_annotation=inspect.Signature.empty)
+    return stringify_signature(sig, show_annotation=False), return_annotation
+
+
 def setup(app):
     """Register the alias resolver after intersphinx's own resolver."""
     app.connect("missing-reference", _resolve_alias, priority=900)
+    app.connect("autodoc-process-signature", _init_signature)
     app.connect("autodoc-skip-member", _check_no_private)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
