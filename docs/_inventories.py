@@ -58,7 +58,11 @@ PROJECTS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("torch.nn.Linear", "py:class", "generated/torch.nn.Linear.html#$"),
             ("torch.nn.GELU", "py:class", "generated/torch.nn.GELU.html#$"),
             ("torch.nn.LayerNorm", "py:class", "generated/torch.nn.LayerNorm.html#$"),
-            ("torch.nn.parameter.Parameter", "py:class", "generated/torch.nn.parameter.Parameter.html#$"),
+            (
+                "torch.nn.parameter.Parameter",
+                "py:class",
+                "generated/torch.nn.parameter.Parameter.html#$",
+            ),
             ("torch.optim.Optimizer", "py:class", "optim.html#$"),
             ("torch.optim.Adam", "py:class", "generated/torch.optim.Adam.html#$"),
         ],
@@ -66,7 +70,11 @@ PROJECTS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
     "tensordict": (
         "https://docs.pytorch.org/tensordict/stable/",
         [
-            ("tensordict.TensorDict", "py:class", "reference/generated/tensordict.TensorDict.html#$"),
+            (
+                "tensordict.TensorDict",
+                "py:class",
+                "reference/generated/tensordict.TensorDict.html#$",
+            ),
             (
                 "tensordict.TensorDictBase",
                 "py:class",

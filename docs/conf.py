@@ -17,8 +17,9 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(DOCS))
 
-import sorl_torchrl  # noqa: E402
 from _inventories import ALIASES, PROJECTS, write_inventories  # noqa: E402
+
+import sorl_torchrl  # noqa: E402
 
 # Tutorials train small networks: one thread each is fastest and avoids oversubscription.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -215,4 +216,3 @@ def setup(app):
     app.connect("autodoc-process-signature", _init_signature)
     app.connect("autodoc-skip-member", _check_no_private)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
-

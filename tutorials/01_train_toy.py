@@ -154,7 +154,7 @@ ax.set_title("rewarded mode: top right")
 # The trained actor is a TorchRL policy: it reads ``observation`` from a tensordict and
 # writes ``action``, so ``env.rollout(max_steps, policy=actor)`` works with any TorchRL
 # environment. Per call, ``inference_steps`` picks the number of Euler steps.
-from tensordict import TensorDict  # noqa: E402
+from tensordict import TensorDict
 
 td = TensorDict(observation=torch.zeros(4, 1), batch_size=[4])
 with torch.no_grad():

@@ -91,10 +91,11 @@ fig.tight_layout()
 # ----------------------
 # ``return_candidates=True`` writes every candidate and its score next to the chosen
 # action, for any batch of states (each candidate stays paired with its own state).
-from tensordict import TensorDict  # noqa: E402
+from tensordict import TensorDict
 
-policy = VerifierSampler(actor, critic, num_candidates=16, inference_steps=8,
-                         return_candidates=True)
+policy = VerifierSampler(
+    actor, critic, num_candidates=16, inference_steps=8, return_candidates=True
+)
 td = policy(TensorDict(observation=torch.zeros(3, 1), batch_size=[3]))
 print(td)
 chosen = td["candidate_scores"].argmax(-1)
@@ -117,7 +118,7 @@ ax.set_title("16 candidates, k = 8")
 # ----
 # Best-of-N costs ``N * k`` actor evaluations and ``N`` critic evaluations per state, all
 # in one batched call. On this CPU, for 2000 states:
-import time  # noqa: E402
+import time
 
 for k, n in [(1, 1), (8, 1), (1, 16), (8, 16)]:
     policy = VerifierSampler(actor, critic, n, k)
