@@ -1,8 +1,22 @@
 """sorl-torchrl: SORL (Scalable Offline RL with shortcut models) as TorchRL components."""
 
+# Importing sorl_torchrl.data registers the "ogbench" prefix of torchrl's load_dataset.
+from sorl_torchrl.data import OGBenchExperienceReplay, generate_dataset, verify_dataset_file
+from sorl_torchrl.envs import evaluate_policy, make_ogbench_env
 from sorl_torchrl.modules import QEnsemble, ShortcutActor, VerifierSampler
 from sorl_torchrl.objectives import ShortcutLoss, SORLUpdateStep
 
 __version__ = "0.1.0"
 
-__all__ = ["QEnsemble", "SORLUpdateStep", "ShortcutActor", "ShortcutLoss", "VerifierSampler"]
+__all__ = [
+    "OGBenchExperienceReplay",
+    "QEnsemble",
+    "SORLUpdateStep",
+    "ShortcutActor",
+    "ShortcutLoss",
+    "VerifierSampler",
+    "evaluate_policy",
+    "generate_dataset",
+    "make_ogbench_env",
+    "verify_dataset_file",
+]

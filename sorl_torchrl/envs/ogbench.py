@@ -1,0 +1,153 @@
+"""TorchRL envs for OGBench singletask tasks (state based).
+
+:func:`make_ogbench_env` returns a :class:`~torchrl.envs.GymWrapper` around the OGBench
+singletask env (float32 observations, ``success`` in every step's tensordict, OGBench's
+horizon as the time limit), or a :class:`~torchrl.envs.SerialEnv` /
+:class:`~torchrl.envs.ParallelEnv` of several for batched evaluation.
+
+Success timing: ogbench >= 1.2 computes success, reward and termination on the state
+*before* the action (``"pre"``, the default); the published SORL numbers were made with
+ogbench 1.1, which used the state *after* it (``"post"``).
+
+Examples:
+    >>> env = make_ogbench_env("pointmaze-medium-navigate-singletask-v0", seed=0)
+    >>> td = env.rollout(3)
+    >>> td["observation"].dtype, td["next", "success"].shape, env.max_episode_steps
+    (torch.float32, torch.Size([3, 1]), 1000)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+import gymnasium
+import numpy as np
+import torch
+from torchrl.data import Binary, Composite
+from torchrl.envs import EnvBase, GymWrapper, ParallelEnv, SerialEnv
+from torchrl.envs.gym_like import default_info_dict_reader
+
+from sorl_torchrl.data.specs import parse_env_id
+
+__all__ = ["make_ogbench_env", "OGBenchInfoWrapper", "resolve_env_id"]
+
+SuccessTiming = Literal["pre", "post"]
+
+
+def resolve_env_id(env_id: str) -> tuple[str, int, int]:
+    """OGBench env id, horizon and task for a singletask env or dataset id.
+
+    >>> resolve_env_id("cube-single-play-singletask-task3-v0")
+    ('cube-single-singletask-task3-v0', 200, 3)
+    """
+    ogbench_id, spec, task = parse_env_id(env_id)
+    return ogbench_id, spec.horizon, task
+
+
+class OGBenchInfoWrapper(gymnasium.Wrapper):
+    """Make an OGBench env TorchRL-friendly: float32 observations, ``success`` as an array.
+
+    OGBench returns ``info["success"]`` as a Python float or bool, which TorchRL's info
+    reader cannot store; the wrapper keeps only ``success``, as a numpy bool, also at reset.
+    When ``reset`` gets a seed it also seeds the action space and numpy's global RNG,
+    which OGBench uses for the maze start noise and for the task-goal settling steps.
+    """
+
+    def __init__(self, env: gymnasium.Env) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        self.observation_space = gymnasium.spaces.Box(
+            low=space.low.astype(np.float32), high=space.high.astype(np.float32), dtype=np.float32
+        )
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
+        """Reset; see the class docstring for the seeding."""
+        if seed is not None:
+            np.random.seed(seed % 2**32)
+            self.env.action_space.seed(seed)
+        ob, _ = self.env.reset(seed=seed, options=options)
+        return ob.astype(np.float32), {"success": np.array([False])}
+
+    def step(self, action: np.ndarray) -> tuple:
+        """Step and convert the observation and ``success``."""
+        ob, reward, terminated, truncated, info = self.env.step(action)
+        return (
+            ob.astype(np.float32),
+            float(reward),
+            bool(terminated),
+            bool(truncated),
+            {"success": np.array([bool(info["success"])])},
+        )
+
+
+def _make_single_env(
+    ogbench_id: str,
+    success_timing: SuccessTiming,
+    max_episode_steps: int | None,
+    device: str,
+    env_kwargs: dict[str, Any],
+) -> GymWrapper:
+    import ogbench  # noqa: F401  (registers the envs)
+
+    kwargs = dict(env_kwargs, success_timing=success_timing)
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
+    gym_env = OGBenchInfoWrapper(gymnasium.make(ogbench_id, **kwargs))
+    env = GymWrapper(gym_env, device=device)
+    reader = default_info_dict_reader(
+        ["success"], spec=Composite(success=Binary(1, dtype=torch.bool))
+    )
+    env.set_info_dict_reader(reader)
+    return env
+
+
+def make_ogbench_env(
+    env_id: str,
+    *,
+    num_envs: int = 1,
+    parallel: bool = False,
+    success_timing: SuccessTiming = "pre",
+    max_episode_steps: int | None = None,
+    seed: int | None = None,
+    device: str | torch.device = "cpu",
+    **env_kwargs: Any,
+) -> EnvBase:
+    """Make a TorchRL env for an OGBench singletask task.
+
+    Args:
+        env_id: Singletask env id (``"cube-single-singletask-task2-v0"``) or the
+            dataset-style id used for training (``"cube-single-play-singletask-task2-v0"``).
+        num_envs: Number of envs; more than one gives a batched env.
+        parallel: With ``num_envs > 1``, use a :class:`~torchrl.envs.ParallelEnv`
+            (one process each) instead of a :class:`~torchrl.envs.SerialEnv`.
+        success_timing: ``"pre"`` (ogbench >= 1.2 default) or ``"post"`` (ogbench 1.1, used
+            for the published SORL numbers).
+        max_episode_steps: Override OGBench's horizon (default: 200 for cube-single, ...).
+        seed: Seed passed to :meth:`~torchrl.envs.EnvBase.set_seed`.
+        device: Device of the env's tensordicts.
+        **env_kwargs: Extra keyword arguments for ``gymnasium.make``.
+
+    Returns:
+        The env; its ``max_episode_steps`` attribute is the horizon.
+
+    Raises:
+        ValueError: Unknown env id, task or success timing.
+    """
+    if success_timing not in ("pre", "post"):
+        raise ValueError(f"success_timing must be 'pre' or 'post', got {success_timing!r}.")
+    ogbench_id, horizon, _ = resolve_env_id(env_id)
+    make = functools.partial(
+        _make_single_env, ogbench_id, success_timing, max_episode_steps, str(device), env_kwargs
+    )
+    if num_envs == 1:
+        env: EnvBase = make()
+    elif num_envs > 1:
+        batched = ParallelEnv if parallel else SerialEnv
+        env = batched(num_envs, make, device=device)
+    else:
+        raise ValueError(f"num_envs must be at least 1, got {num_envs}.")
+    env.max_episode_steps = max_episode_steps or horizon
+    if seed is not None:
+        env.set_seed(seed)
+    return env
