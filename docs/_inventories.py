@@ -156,6 +156,26 @@ PROJECTS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "reference/generated/torchrl.envs.EnvBase.html#$",
             ),
             (
+                "torchrl.envs.EnvBase.set_seed",
+                "py:method",
+                "reference/generated/torchrl.envs.EnvBase.html#$",
+            ),
+            (
+                "torchrl.envs.EnvBase.rollout",
+                "py:method",
+                "reference/generated/torchrl.envs.EnvBase.html#$",
+            ),
+            (
+                "torchrl.data.replay_buffers.ImmutableDatasetWriter",
+                "py:class",
+                "reference/generated/torchrl.data.replay_buffers.ImmutableDatasetWriter.html#$",
+            ),
+            (
+                "torchrl.data.ReplayBuffer.sample",
+                "py:method",
+                "reference/generated/torchrl.data.ReplayBuffer.html#$",
+            ),
+            (
                 "torchrl.envs.GymWrapper",
                 "py:class",
                 "reference/generated/torchrl.envs.GymWrapper.html#$",
@@ -170,6 +190,13 @@ PROJECTS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "py:class",
                 "reference/generated/torchrl.envs.ParallelEnv.html#$",
             ),
+        ],
+    ),
+    "gymnasium": (
+        "https://gymnasium.farama.org/",
+        [
+            ("gymnasium.Wrapper", "py:class", "api/wrappers/#$"),
+            ("gymnasium.Env", "py:class", "api/env/#$"),
         ],
     ),
 }
@@ -188,6 +215,14 @@ ALIASES: dict[str, str] = {
     "torch.nn.modules.container.Sequential": "torch.nn.Sequential",
     "torch.nn.Parameter": "torch.nn.parameter.Parameter",
     "torch._C.Generator": "torch.Generator",
+    "torchrl.data.datasets.common.BaseDatasetExperienceReplay": (
+        "torchrl.data.datasets.BaseDatasetExperienceReplay"
+    ),
+    "torchrl.envs.common.EnvBase": "torchrl.envs.EnvBase",
+    "EnvBase": "torchrl.envs.EnvBase",
+    "torchrl.envs.libs.gym.GymWrapper": "torchrl.envs.GymWrapper",
+    "gymnasium.core.Wrapper": "gymnasium.Wrapper",
+    "gymnasium.core.Env": "gymnasium.Env",
     "nn.Module": "torch.nn.Module",
     "nn.Parameter": "torch.nn.parameter.Parameter",
     "Tensor": "torch.Tensor",

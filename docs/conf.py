@@ -58,8 +58,11 @@ nitpick_ignore = [
     ("py:class", "tensordict._nestedkey.NestedKey"),
     ("py:class", "QAggregation"),
     ("py:class", "OptimizerFactory"),
+    ("py:class", "tensordict.nn.probabilistic.InteractionType"),
     # Optional names in napoleon "optional" type annotations.
     ("py:class", "optional"),
+    # Inherited replay-buffer method named without its class in a docstring.
+    ("py:meth", "sample"),
 ]
 
 # -- Autodoc / autosummary / napoleon ------------------------------------------------------
@@ -152,9 +155,11 @@ def _resolve_alias(app, env, node, contnode):
 
     * external objects named by their defining module (``torchrl.objectives.common.LossModule``
       in a base-class list) are sent to intersphinx under their documented name;
-    * a name of this package that is re-exported (``sorl_torchrl.QEnsemble``) or given
-      without its package (``QEnsemble``) resolves to the single documented object with that
-      name. Names that match nothing, or more than one object, stay broken (and fail -W).
+    * a name of this package given by another path than its documented one (re-exported as
+      ``sorl_torchrl.QEnsemble``, or by its defining module ``sorl_torchrl.data.specs.X``)
+      or without its package (``QEnsemble``) resolves to the single documented object with
+      that name. Names that match nothing, or more than one object, stay broken (and fail
+      -W).
     """
     if node.get("refdomain") != "py":
         return None
@@ -168,10 +173,10 @@ def _resolve_alias(app, env, node, contnode):
             return found
         target = alias
     domain = env.get_domain("py")
-    tail = target.split(".")
-    if len(tail) > 1 and tail[0] != "sorl_torchrl" and alias is None:
+    parts = target.split(".")
+    if len(parts) > 1 and parts[0] != "sorl_torchrl":
         return None
-    suffix = "." + ".".join(tail[1:] if tail[0] == "sorl_torchrl" else tail)
+    suffix = "." + parts[-1]
     matches = {
         name
         for name, obj in domain.objects.items()
@@ -210,9 +215,27 @@ def _init_signature(app, what, name, obj, options, signature, return_annotation)
     return stringify_signature(sig, show_annotation=False), return_annotation
 
 
+def _undo_property_type_misparse(app, what, name, obj, options, lines):
+    # napoleon reads a property docstring's first line "Text: more text" as "type: text".
+    # A property with a return annotation has its type already: put the text back.
+    if what != "property":
+        return
+    func = getattr(obj, "fget", obj)
+    if inspect.signature(func).return_annotation is inspect.Signature.empty:
+        return
+    for i, line in enumerate(lines):
+        if line.startswith(":type: "):
+            misread = line[len(":type: ") :]
+            del lines[i]
+            if lines:
+                lines[0] = f"{misread}: {lines[0]}"
+            return
+
+
 def setup(app):
     """Register the alias resolver after intersphinx's own resolver."""
     app.connect("missing-reference", _resolve_alias, priority=900)
     app.connect("autodoc-process-signature", _init_signature)
+    app.connect("autodoc-process-docstring", _undo_property_type_misparse, priority=600)
     app.connect("autodoc-skip-member", _check_no_private)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -138,6 +138,10 @@ with torch.no_grad():
         print(f"k = {k}: {plus:.0%} of the actions in the rewarded mode, {minus:.0%} in the other")
 
 # %%
+# With eight steps most actions land on the rewarded mode. A single step is a much coarser
+# approximation of the flow for this briefly trained model; :doc:`02_test_time_scaling`
+# measures how success grows with the number of steps.
+#
 # The actions the policy takes, over the dataset's:
 with torch.no_grad():
     after = actor.sample(torch.zeros(1000, 1), inference_steps=8)
