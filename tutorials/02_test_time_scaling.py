@@ -68,12 +68,14 @@ for n in (1, 4, 16):
     left.plot(steps, [results[k, n][0] for k in steps], marker="o", label=f"N = {n}")
 left.set(xscale="log", xlabel="Euler steps k", ylabel="success (rewarded mode)")
 left.set_xticks(steps, [str(k) for k in steps])
+left.minorticks_off()
 left.set_title("sequential scaling")
 left.legend()
 for k in steps:
     right.plot(candidates, [results[k, n][0] for n in candidates], marker="o", label=f"k = {k}")
 right.set(xscale="log", xlabel="candidates N")
 right.set_xticks(candidates, [str(n) for n in candidates])
+right.minorticks_off()
 right.set_title("parallel scaling (best-of-N)")
 right.legend()
 fig.tight_layout()
@@ -81,10 +83,11 @@ fig.tight_layout()
 # %%
 # Reading the plot: with ``N = 1`` success grows with ``k`` — a one-step sample of a
 # bimodal flow often lands between the modes, eight steps follow the flow to one of them.
-# A few candidates (``N = 2`` to ``8``) let the critic pick the rewarded mode far more
-# often, at every ``k``. With many candidates from the cheapest sampler (``k = 1``), the
-# critic can also be led astray: among many off-data actions it may over-estimate one —
-# the verifier is only as good as the critic is where the candidates fall.
+# A few candidates (``N = 2`` to ``4``) let the critic pick the rewarded mode more often at
+# every ``k``, and with ``k >= 4`` success stays near 1 for larger ``N`` too. With many
+# candidates from the cheapest sampler (``k = 1``) the critic is led astray: among many
+# off-data actions it over-estimates some — the verifier is only as good as the critic is
+# where the candidates fall.
 
 # %%
 # What the verifier sees
