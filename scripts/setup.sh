@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create (or reuse) a virtual environment and install sorl-torchrl with its dev tools.
+# Create (or reuse) a virtual environment and install sorl-torchrl with its dev and docs tools.
 #
 # Usage: bash scripts/setup.sh [VENV_DIR]        (default: .venv)
 #
@@ -39,7 +39,7 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
 fi
 # Constrain torch to the version now installed, so resolving the rest never swaps it.
 tv="$("$VPY" -c 'import torch; print(torch.__version__.split("+")[0])')"
-echo "[setup] torch $tv; installing sorl-torchrl[dev]"
-"$VPY" -m pip install -q -e ".[dev]" "torch==$tv"
+echo "[setup] torch $tv; installing sorl-torchrl[dev,docs]"
+"$VPY" -m pip install -q -e ".[dev,docs]" "torch==$tv"
 "$VPY" -c "import sorl_torchrl" 
 touch "$stamp"
