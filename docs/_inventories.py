@@ -32,6 +32,7 @@ PROJECTS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("KeyError", "py:exception", "library/exceptions.html#$"),
             ("TypeError", "py:exception", "library/exceptions.html#$"),
             ("FileNotFoundError", "py:exception", "library/exceptions.html#$"),
+            ("RuntimeError", "py:exception", "library/exceptions.html#$"),
             ("collections.abc.Sequence", "py:class", "library/collections.abc.html#$"),
             ("collections.abc.Iterable", "py:class", "library/collections.abc.html#$"),
             ("collections.abc.Callable", "py:class", "library/collections.abc.html#$"),

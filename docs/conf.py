@@ -19,6 +19,7 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(DOCS))
 
 from _inventories import ALIASES, PROJECTS, write_inventories  # noqa: E402
+from _recipe_tables import TABLES  # noqa: E402
 
 import sorl_torchrl  # noqa: E402
 
@@ -194,6 +195,17 @@ def _stage_benchmark_results() -> None:
 
 
 _stage_benchmark_results()
+
+
+# -- Recipes page: tables of the config groups, rendered from recipes/conf -----------------
+def _stage_recipe_tables() -> None:
+    generated = DOCS / "_generated"
+    generated.mkdir(exist_ok=True)
+    for name, render in TABLES.items():
+        _write_if_changed(generated / name, render(ROOT / "recipes" / "conf"))
+
+
+_stage_recipe_tables()
 
 
 # -- Cross-reference aliases -----------------------------------------------------------------
