@@ -62,7 +62,7 @@ def test_shared_adam_steps_every_parameter_twice_quirk_b():
 
 
 def _reference_iteration(loss, batch, lr, tau, clip, shared, pre_critic_for_actor, opt=None):
-    """The spec's iteration written out step by step (slow reference)."""
+    """One SORL iteration written out step by step (slow reference)."""
     actor = list(loss.actor_network_params.values(True, True))
     critic = list(loss.qvalue_network_params.values(True, True))
     pre_actor = [p.detach().clone() for p in actor]
