@@ -20,6 +20,7 @@ Only networks built the default way qualify (:func:`velocity_layers`,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,11 +35,52 @@ __all__ = [
     "VelocityPlan",
     "ensemble_forward",
     "ensemble_layers",
+    "gelu_tanh",
     "has_hooks",
     "velocity_forward",
     "velocity_layers",
     "velocity_observation_part",
 ]
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+_GELU_A = 0.044715
+
+
+class _GeluTanh(torch.autograd.Function):
+    """tanh-approximated GELU from in-place elementwise steps (see :func:`gelu_tanh`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        # t = tanh(C (x + A x^3)); y = x (1 + t) / 2
+        t = (x * x).mul_(_GELU_A * _GELU_C).add_(_GELU_C).mul_(x).tanh_()
+        ctx.save_for_backward(x, t)
+        return (t + 1.0).mul_(x).mul_(0.5)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        x, t = ctx.saved_tensors
+        # dy/dx = (1 + t) / 2 + x (1 - t^2) C (1 + 3 A x^2) / 2
+        p = (x * x).mul_(1.5 * _GELU_A * _GELU_C).add_(0.5 * _GELU_C).mul_(x)
+        return (t * t).neg_().add_(1.0).mul_(p).add_(t, alpha=0.5).add_(0.5).mul_(grad)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """``F.gelu(x, approximate="tanh")`` with a hand-written backward; same values.
+
+    ATen's tanh-GELU kernels run several times slower on CPU than a ``tanh`` of the same
+    size; composing the function from ``tanh`` and in-place arithmetic (saving ``tanh``
+    for the backward) computes forward and backward in well under their time. Values
+    agree with ``F.gelu`` to float rounding.
+
+    Examples:
+        >>> x = torch.linspace(-5, 5, 101, dtype=torch.float64, requires_grad=True)
+        >>> torch.allclose(gelu_tanh(x), F.gelu(x, approximate="tanh"))
+        True
+        >>> torch.autograd.gradcheck(gelu_tanh, (x,))
+        True
+    """
+    return _GeluTanh.apply(x)
 
 
 def has_hooks(module: nn.Module) -> bool:
@@ -156,8 +198,7 @@ def velocity_forward(
     inputs = torch.cat([x, time, code], dim=-1)
     h = observation_part + F.linear(inputs, rest)
     for i in range(1, plan.num_linear):
-        h = F.gelu(h, approximate="tanh")
-        h = F.linear(h, params[2 * i], params[2 * i + 1])
+        h = F.linear(gelu_tanh(h), params[2 * i], params[2 * i + 1])
     return h
 
 
@@ -216,7 +257,7 @@ def ensemble_forward(
     step = 4 if plan.layer_norm else 2
     for i in range(plan.num_hidden):
         weight, bias = params[step * i], params[step * i + 1]
-        h = F.gelu(torch.baddbmm(bias, h, weight), approximate="tanh")
+        h = gelu_tanh(torch.baddbmm(bias, h, weight))
         if plan.layer_norm:
             h = F.layer_norm(h, h.shape[-1:], eps=plan.layer_norm_eps)
             h = torch.addcmul(params[step * i + 3], h, params[step * i + 2])
