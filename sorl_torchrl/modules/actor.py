@@ -16,6 +16,7 @@ from sorl_torchrl._validation import (
     step_code,
 )
 from sorl_torchrl.modules.functional import (
+    feature_column,
     has_hooks,
     velocity_forward,
     velocity_layers,
@@ -89,9 +90,7 @@ class ShortcutModel(nn.Module):
         Returns:
             The velocity, ``[*B, action_dim]``.
         """
-        batch = x.shape[:-1]
-        time = torch.as_tensor(time, dtype=x.dtype, device=x.device).expand(*batch, 1)
-        code = torch.as_tensor(step_code, dtype=x.dtype, device=x.device).expand(*batch, 1)
+        time, code = feature_column(time, x), feature_column(step_code, x)
         return self.network(torch.cat([observation, x, time, code], dim=-1))
 
     def sample(

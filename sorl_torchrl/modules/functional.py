@@ -35,6 +35,7 @@ __all__ = [
     "VelocityPlan",
     "ensemble_forward",
     "ensemble_layers",
+    "feature_column",
     "gelu_tanh",
     "has_hooks",
     "velocity_forward",
@@ -81,6 +82,22 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
         True
     """
     return _GeluTanh.apply(x)
+
+
+def feature_column(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """``value`` as a ``[*B, 1]`` column matching ``like`` (``[*B, F]``) in dtype and device.
+
+    A Python number becomes a filled tensor on the device (no host-to-device copy, so no
+    synchronisation on a GPU); a tensor is broadcast.
+
+    Examples:
+        >>> feature_column(0.5, torch.zeros(3, 2)).flatten().tolist()
+        [0.5, 0.5, 0.5]
+    """
+    batch = like.shape[:-1]
+    if isinstance(value, torch.Tensor):
+        return value.to(like.dtype).expand(*batch, 1)
+    return like.new_full((*batch, 1), float(value))
 
 
 def has_hooks(module: nn.Module) -> bool:
@@ -191,9 +208,7 @@ def velocity_forward(
         >>> torch.allclose(fast, slow, atol=1e-6)
         True
     """
-    batch = x.shape[:-1]
-    time = torch.as_tensor(time, dtype=x.dtype, device=x.device).expand(*batch, 1)
-    code = torch.as_tensor(step_code, dtype=x.dtype, device=x.device).expand(*batch, 1)
+    time, code = feature_column(time, x), feature_column(step_code, x)
     rest = params[0][:, plan.observation_dim :]
     inputs = torch.cat([x, time, code], dim=-1)
     h = observation_part + F.linear(inputs, rest)

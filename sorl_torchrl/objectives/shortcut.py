@@ -744,7 +744,7 @@ class ShortcutLoss(LossModule):
             "q_loss": q_loss.detach(),
             "q_policy": q.detach().mean(),
             "lambda": lam.detach(),
-            "actor_bptt_steps": torch.tensor(float(num_steps), device=device),
+            "actor_bptt_steps": torch.full((), float(num_steps), device=device),
         }
         return loss, metadata
 
@@ -777,7 +777,7 @@ class ShortcutLoss(LossModule):
             "td_error_mean": td_error.mean(),
             "td_error_std": td_error.std(),
             "target_value": target.detach().mean(),
-            "critic_bptt_steps": torch.tensor(float(num_steps), device=q.device),
+            "critic_bptt_steps": torch.full((), float(num_steps), device=q.device),
             "td_error": td_error.abs().mean(0).squeeze(-1),
         }
         return loss, metadata
