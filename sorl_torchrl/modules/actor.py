@@ -15,6 +15,13 @@ from sorl_torchrl._validation import (
     check_power_of_two,
     step_code,
 )
+from sorl_torchrl.modules.functional import (
+    feature_column,
+    has_hooks,
+    velocity_forward,
+    velocity_layers,
+    velocity_observation_part,
+)
 from sorl_torchrl.modules.networks import DEFAULT_NUM_CELLS, make_velocity_mlp
 
 __all__ = ["ShortcutActor", "ShortcutModel"]
@@ -53,6 +60,7 @@ class ShortcutModel(nn.Module):
         self.observation_dim = int(observation_dim)
         self.action_dim = int(action_dim)
         self.inference_steps = inference_steps
+        self._plan = velocity_layers(network, self.observation_dim)
 
     @property
     def inference_steps(self) -> int:
@@ -82,9 +90,7 @@ class ShortcutModel(nn.Module):
         Returns:
             The velocity, ``[*B, action_dim]``.
         """
-        batch = x.shape[:-1]
-        time = torch.as_tensor(time, dtype=x.dtype, device=x.device).expand(*batch, 1)
-        code = torch.as_tensor(step_code, dtype=x.dtype, device=x.device).expand(*batch, 1)
+        time, code = feature_column(time, x), feature_column(step_code, x)
         return self.network(torch.cat([observation, x, time, code], dim=-1))
 
     def sample(
@@ -98,7 +104,9 @@ class ShortcutModel(nn.Module):
 
         ``x = a0; for i in 0..k-1: x = x + f(s, x, i/k, log2 k) / k``, then clip to
         ``[-1, 1]``. Gradients flow through every step while grad mode is on (BPTT); wrap
-        the call in ``torch.no_grad()`` for plain inference.
+        the call in ``torch.no_grad()`` for plain inference. For the default MLP (and no
+        forward hooks) the observation's share of the first layer is computed once for all
+        ``k`` steps, which gives the same actions up to float rounding.
 
         Args:
             observation: ``[*B, observation_dim]``.
@@ -130,8 +138,15 @@ class ShortcutModel(nn.Module):
                 )
         code = float(step_code(steps))
         x = noise
-        for i in range(steps):
-            x = x + self.velocity(observation, x, i / steps, code) / steps
+        if self._plan is not None and not has_hooks(self.network):
+            # Fast path: the observation part of the first layer is computed once.
+            params = list(self.network.parameters())
+            part = velocity_observation_part(self._plan, params, observation)
+            for i in range(steps):
+                x = x + velocity_forward(self._plan, params, part, x, i / steps, code) / steps
+        else:
+            for i in range(steps):
+                x = x + self.velocity(observation, x, i / steps, code) / steps
         return x.clamp(-1.0, 1.0) if clip else x
 
     def forward(

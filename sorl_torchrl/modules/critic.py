@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -11,6 +12,7 @@ from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey, unravel_key
 
 from sorl_torchrl._validation import check_feature_dim
+from sorl_torchrl.modules.functional import feature_column
 from sorl_torchrl.modules.networks import DEFAULT_NUM_CELLS, EnsembleMLP
 
 __all__ = ["QEnsemble", "aggregate_q"]
@@ -141,10 +143,13 @@ class QEnsemble(TensorDictModuleBase):
                     "This QEnsemble is conditioned on the number of denoising steps "
                     "(condition_on_steps=True): pass inference_steps."
                 )
-            steps = torch.as_tensor(inference_steps, dtype=action.dtype, device=action.device)
-            if self.step_feature == "log2":
-                steps = torch.log2(steps)
-            inputs.append(steps.expand(*batch, 1))
+            if isinstance(inference_steps, torch.Tensor):
+                steps = inference_steps.to(action.dtype)
+                steps = torch.log2(steps) if self.step_feature == "log2" else steps
+            else:  # a number: filled on the device, no host-to-device copy
+                steps = float(inference_steps)
+                steps = math.log2(steps) if self.step_feature == "log2" else steps
+            inputs.append(feature_column(steps, inputs[1]))
         features = torch.cat(inputs, dim=-1)
         flat = features.reshape(-1, features.shape[-1])
         return self.network(flat).reshape(self.num_members, *batch, 1)

@@ -10,6 +10,8 @@ checked against its equation; :meth:`ShortcutLoss.actor_loss` and
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
@@ -20,9 +22,24 @@ from tensordict.nn import dispatch
 from tensordict.utils import NestedKey, unravel_key
 from torchrl.objectives.common import LossModule
 
-from sorl_torchrl._validation import check_feature_dim, check_finite, check_power_of_two
+from sorl_torchrl._validation import (
+    check_feature_dim,
+    check_finite,
+    check_power_of_two,
+    step_code,
+)
 from sorl_torchrl.modules.actor import ShortcutActor
 from sorl_torchrl.modules.critic import QAggregation, QEnsemble, aggregate_q
+from sorl_torchrl.modules.functional import (
+    ensemble_forward,
+    ensemble_layers,
+    has_hooks,
+    velocity_forward,
+    velocity_layers,
+    velocity_observation_part,
+)
+
+Leaves = Sequence[torch.Tensor]
 
 __all__ = ["ShortcutLoss"]
 
@@ -58,6 +75,13 @@ class ShortcutLoss(LossModule):
       uses ``q_agg`` instead.
     - ``sc_target_network="target"``: the SC target uses the EMA target actor (code); the
       paper writes the online actor (``"online"``, without gradient).
+
+    Fast path: when the actor's network is a plain MLP (``Linear`` / tanh-``GELU``, the
+    default) and the critic the default ensemble, and neither has forward hooks, the
+    losses run on the parameter tensors directly (no parameter swapping), compute the
+    observation part of the actor's first layer once per batch and weight set, and stack
+    the FM and SC predictions into one forward pass. Results equal the module path up to
+    float rounding. :meth:`compile_terms` additionally compiles the two loss bodies.
 
     Quirk (f) (the critic reads ``k`` itself, the actor ``log2 k``; ``Q(s, a, k)`` of the
     dataset action reuses the ``k`` of the next action) lives in :class:`QEnsemble`
@@ -211,6 +235,9 @@ class ShortcutLoss(LossModule):
         self.action_dim = actor_network.action_dim
         self.convert_to_functional(actor_network, "actor_network", create_target_params=True)
         self.convert_to_functional(qvalue_network, "qvalue_network", create_target_params=True)
+        self._actor_plan = velocity_layers(actor_network.module.network, self.observation_dim)
+        self._critic_plan = ensemble_layers(qvalue_network.network)
+        self._compiled_terms: dict[str, Callable] = {}
 
     # ------------------------------------------------------------------ keys
     def _set_in_keys(self) -> None:
@@ -240,17 +267,71 @@ class ShortcutLoss(LossModule):
         """The step counts ``k`` the Q and TD losses draw from: ``1, 2, ..., M_BTT``."""
         return [2**i for i in range(int(math.log2(self.max_bptt_steps)) + 1)]
 
+    def _fast(self) -> bool:
+        """Whether the pure-tensor fast path applies (default networks, no hooks)."""
+        return (
+            self._actor_plan is not None
+            and self._critic_plan is not None
+            and not has_hooks(self.actor_network.module.network)
+            and not has_hooks(self.qvalue_network.network)
+        )
+
+    @staticmethod
+    def _leaves(params: TensorDictBase, detach: bool = False) -> list[torch.Tensor]:
+        leaves = list(params.values(True, True))
+        return [p.detach() for p in leaves] if detach else leaves
+
     def _velocity(self, params, observation, x, time, code) -> torch.Tensor:
+        if self._fast():
+            leaves, plan = self._leaves(params), self._actor_plan
+            part = velocity_observation_part(plan, leaves, observation)
+            return velocity_forward(plan, leaves, part, x, time, code)
         with params.to_module(self.actor_network):
             return self.actor_network.velocity(observation, x, time, code)
 
     def _sample(self, params, observation, num_steps, noise) -> torch.Tensor:
+        if self._fast():
+            return self._sample_leaves(self._leaves(params), observation, num_steps, noise)
         with params.to_module(self.actor_network):
             return self.actor_network.sample(observation, num_steps, noise)
 
     def _q_values(self, params, observation, action, num_steps) -> torch.Tensor:
+        if self._fast():
+            return self._q_values_leaves(self._leaves(params), observation, action, num_steps)
         with params.to_module(self.qvalue_network):
             return self.qvalue_network.values(observation, action, float(num_steps))
+
+    # Pure-tensor versions (fast path): parameters as flat lists in module order.
+    def _sample_leaves(
+        self,
+        leaves: Leaves,
+        observation: torch.Tensor,
+        num_steps: int,
+        noise: torch.Tensor,
+        observation_part: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        plan = self._actor_plan
+        if observation_part is None:
+            observation_part = velocity_observation_part(plan, leaves, observation)
+        code = float(step_code(num_steps))
+        x = noise
+        for i in range(num_steps):
+            x = x + velocity_forward(plan, leaves, observation_part, x, i / num_steps, code) / (
+                num_steps
+            )
+        return x.clamp(-1.0, 1.0)
+
+    def _q_values_leaves(
+        self, leaves: Leaves, observation: torch.Tensor, action: torch.Tensor, num_steps: int
+    ) -> torch.Tensor:
+        critic = self.qvalue_network
+        inputs = [observation, action]
+        if critic.condition_on_steps:
+            feature = float(num_steps)
+            if critic.step_feature == "log2":
+                feature = math.log2(feature)
+            inputs.append(torch.full_like(action[..., :1], feature))
+        return ensemble_forward(self._critic_plan, leaves, torch.cat(inputs, dim=-1))
 
     def interpolate(
         self, noise: torch.Tensor, action: torch.Tensor, time: torch.Tensor
@@ -320,6 +401,10 @@ class ShortcutLoss(LossModule):
             else self.actor_network_params.detach()
         )
         half = 0.5 * torch.exp2(-step_code)
+        if self._fast():
+            with torch.no_grad():
+                leaves = self._leaves(params)
+                return self._sc_target_leaves(leaves, observation, x_t, time, step_code)
         with torch.no_grad():
             v1 = self._velocity(params, observation, x_t, time, step_code + 1)
             v2 = self._velocity(params, observation, x_t + half * v1, time + half, step_code + 1)
@@ -398,6 +483,20 @@ class ShortcutLoss(LossModule):
         Returns:
             ``(loss, q [E, B, 1], y [B, 1])``.
         """
+        if self._fast():
+            return self._run_terms(
+                "td",
+                observation,
+                action,
+                next_observation,
+                reward,
+                mask,
+                noise,
+                num_steps,
+                self._leaves(self.actor_network_params),
+                self._leaves(self.target_qvalue_network_params),
+                self._leaves(self.qvalue_network_params),
+            )
         grad = nullcontext() if self.next_action_grad else torch.no_grad()
         with grad:
             next_action = self._sample(
@@ -411,6 +510,147 @@ class ShortcutLoss(LossModule):
             target = target.detach()
         q = self._q_values(self.qvalue_network_params, observation, action, num_steps)
         return (q - target).pow(2).mean(), q, target
+
+    # ------------------------------------------------------------------ fast path bodies
+    def _sc_target_leaves(
+        self,
+        leaves: Leaves,
+        observation: torch.Tensor,
+        x_t: torch.Tensor,
+        time: torch.Tensor,
+        step_code: torch.Tensor,
+    ) -> torch.Tensor:
+        plan = self._actor_plan
+        part = velocity_observation_part(plan, leaves, observation)
+        half = 0.5 * torch.exp2(-step_code)
+        v1 = velocity_forward(plan, leaves, part, x_t, time, step_code + 1)
+        v2 = velocity_forward(plan, leaves, part, x_t + half * v1, time + half, step_code + 1)
+        return 0.5 * (v1 + v2)
+
+    def _td_terms(
+        self,
+        observation: torch.Tensor,
+        action: torch.Tensor,
+        next_observation: torch.Tensor,
+        reward: torch.Tensor,
+        mask: torch.Tensor,
+        noise: torch.Tensor,
+        num_steps: int,
+        actor: Leaves,
+        target_critic: Leaves,
+        critic: Leaves,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`td_loss` on parameter lists (the body that :meth:`compile_terms` compiles)."""
+        grad = nullcontext() if self.next_action_grad else torch.no_grad()
+        with grad:
+            next_action = self._sample_leaves(actor, next_observation, num_steps, noise)
+        next_values = self._q_values_leaves(target_critic, next_observation, next_action, num_steps)
+        target = reward + self.discount * mask * aggregate_q(next_values, self.q_agg)
+        if not self.next_action_grad:
+            target = target.detach()
+        q = self._q_values_leaves(critic, observation, action, num_steps)
+        return (q - target).pow(2).mean(), q, target
+
+    def _actor_terms(
+        self,
+        observation: torch.Tensor,
+        action: torch.Tensor,
+        fm_noise: torch.Tensor,
+        fm_time: torch.Tensor,
+        sc_noise: torch.Tensor,
+        sc_time: torch.Tensor,
+        step_codes: torch.Tensor,
+        q_noise: torch.Tensor,
+        num_steps: int,
+        actor: Leaves,
+        sc_target_actor: Leaves,
+        critic: Leaves,
+    ) -> tuple[torch.Tensor, ...]:
+        """FM, SC and Q loss on parameter lists, sharing work between the three terms.
+
+        The observation part of the online actor's first layer is computed once for FM,
+        SC and the Q-loss sample; the FM and SC predictions run as one stacked forward.
+        ``sc_target_actor`` and ``critic`` must be detached.
+
+        Returns:
+            ``(fm, sc, q_loss, q, lam)`` as in :meth:`flow_matching_loss`,
+            :meth:`self_consistency_loss` and :meth:`q_loss`.
+        """
+        plan = self._actor_plan
+        size = observation.shape[0]
+        part = velocity_observation_part(plan, actor, observation)
+        x_sc, _ = self.interpolate(sc_noise, action, sc_time)
+        with torch.no_grad():
+            sc_target = self._sc_target_leaves(
+                sc_target_actor, observation, x_sc, sc_time, step_codes
+            )
+        x_fm, fm_target = self.interpolate(fm_noise, action, fm_time)
+        fm_code = torch.full_like(fm_time, math.log2(self.discretization_steps))
+        pred = velocity_forward(
+            plan,
+            actor,
+            torch.cat([part, part]),
+            torch.cat([x_fm, x_sc]),
+            torch.cat([fm_time, sc_time]),
+            torch.cat([fm_code, step_codes]),
+        )
+        fm = (pred[:size] - fm_target).pow(2).mean()
+        sc = (pred[size:] - sc_target).pow(2).mean()
+        policy_action = self._sample_leaves(actor, observation, num_steps, q_noise, part)
+        values = self._q_values_leaves(critic, observation, policy_action, num_steps)
+        q = aggregate_q(values, self.actor_q_agg or self.q_agg)
+        q_loss = -q.mean()
+        lam = (1.0 / q.abs().mean()).detach() if self.normalize_q_loss else torch.ones_like(q_loss)
+        return fm, sc, lam * q_loss, q, lam
+
+    def _run_terms(self, name: str, *args):
+        compiled = self._compiled_terms.get(name)
+        if compiled is not None:
+            try:
+                return compiled(*args)
+            except Exception as err:  # noqa: BLE001 - any compiler failure falls back
+                warnings.warn(
+                    f"torch.compile of the SORL {name} loss failed ({type(err).__name__}: "
+                    f"{err}); running it eagerly from now on.",
+                    stacklevel=3,
+                )
+                self._compiled_terms.pop(name)
+        return getattr(self, f"_{name}_terms")(*args)
+
+    def compile_terms(
+        self, mode: str | None = "default", *, fullgraph: bool = True
+    ) -> ShortcutLoss:
+        """Compile the TD and actor loss bodies with ``torch.compile``.
+
+        One graph is built per step count ``k`` (``k`` is a Python int, so at most
+        ``log2(M_BTT) + 1`` graphs per loss), forward and backward. The random draws stay
+        outside the graphs, so a compiled loss consumes the random stream exactly like an
+        eager one and gives the same values up to float rounding. If compilation fails the
+        loss warns and runs eagerly. Only the fast path (default networks) is compiled.
+
+        Args:
+            mode: a ``torch.compile`` mode (``"default"``, ``"max-autotune-no-cudagraphs"``,
+                ``"reduce-overhead"`` for CUDA graphs, ...); ``None`` removes compilation.
+            fullgraph: require one graph without breaks (fall back to eager otherwise).
+
+        Returns:
+            ``self``.
+        """
+        self._compiled_terms.clear()
+        if mode is None:
+            return self
+        if self._actor_plan is None or self._critic_plan is None:
+            warnings.warn(
+                "compile_terms: the networks are not the default MLPs, so the loss keeps "
+                "running eagerly through the modules.",
+                stacklevel=2,
+            )
+            return self
+        for name in ("td", "actor"):
+            self._compiled_terms[name] = torch.compile(
+                getattr(self, f"_{name}_terms"), mode=mode, fullgraph=fullgraph, dynamic=False
+            )
+        return self
 
     # ------------------------------------------------------------------ batch-level losses
     def _read_batch(self, tensordict: TensorDictBase) -> dict[str, torch.Tensor]:
@@ -461,14 +701,42 @@ class ShortcutLoss(LossModule):
         obs, action = batch["observation"], batch["action"]
         size, device = obs.shape[0], obs.device
         m = self.discretization_steps
+        # All randomness is drawn first, in a fixed order, so that every execution mode
+        # (module path, fast path, compiled) consumes the same random stream.
         fm_time = torch.randint(m, (size, 1), device=device).to(obs.dtype) / m
-        fm = self.flow_matching_loss(obs, action, torch.randn_like(action), fm_time)
+        fm_noise = torch.randn_like(action)
         codes = self.self_consistency_step_codes(size, device).to(obs.dtype)
         sections = torch.exp2(codes)
         sc_time = torch.floor(torch.rand_like(codes) * sections) / sections
-        sc = self.self_consistency_loss(obs, action, torch.randn_like(action), sc_time, codes)
+        sc_noise = torch.randn_like(action)
         num_steps = self.draw_num_steps()
-        q_loss, q, lam = self.q_loss(obs, torch.randn_like(action), num_steps, qvalue_params)
+        q_noise = torch.randn_like(action)
+        if self._fast():
+            critic = self.qvalue_network_params if qvalue_params is None else qvalue_params
+            sc_actor = (
+                self.target_actor_network_params
+                if self.sc_target_network == "target"
+                else self.actor_network_params
+            )
+            fm, sc, q_loss, q, lam = self._run_terms(
+                "actor",
+                obs,
+                action,
+                fm_noise,
+                fm_time,
+                sc_noise,
+                sc_time,
+                codes,
+                q_noise,
+                num_steps,
+                self._leaves(self.actor_network_params),
+                self._leaves(sc_actor, detach=True),
+                self._leaves(critic, detach=True),
+            )
+        else:
+            fm = self.flow_matching_loss(obs, action, fm_noise, fm_time)
+            sc = self.self_consistency_loss(obs, action, sc_noise, sc_time, codes)
+            q_loss, q, lam = self.q_loss(obs, q_noise, num_steps, qvalue_params)
         loss = self.fm_coef * fm + self.alpha * sc + self.q_loss_coef * q_loss
         metadata = {
             "fm_loss": fm.detach(),
@@ -476,7 +744,7 @@ class ShortcutLoss(LossModule):
             "q_loss": q_loss.detach(),
             "q_policy": q.detach().mean(),
             "lambda": lam.detach(),
-            "actor_bptt_steps": torch.tensor(float(num_steps), device=device),
+            "actor_bptt_steps": torch.full((), float(num_steps), device=device),
         }
         return loss, metadata
 
@@ -509,7 +777,7 @@ class ShortcutLoss(LossModule):
             "td_error_mean": td_error.mean(),
             "td_error_std": td_error.std(),
             "target_value": target.detach().mean(),
-            "critic_bptt_steps": torch.tensor(float(num_steps), device=q.device),
+            "critic_bptt_steps": torch.full((), float(num_steps), device=q.device),
             "td_error": td_error.abs().mean(0).squeeze(-1),
         }
         return loss, metadata

@@ -1,0 +1,53 @@
+"""torch.profiler table of the SORL update step (CPU by default), top entries by self time.
+
+Usage::
+
+    python benchmarks/profile_update.py --mode module     # the plain module route
+    python benchmarks/profile_update.py --mode eager      # the default fast path
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from _common import SIZES, max_rss_mb  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+from train_throughput import MODES, build, make_batch  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", default="eager", choices=MODES)
+    parser.add_argument("--size", default="paper", choices=list(SIZES))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--updates", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=15)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    update = build(args.size, args.mode, args.device)
+    batch = make_batch(args.device)
+    for _ in range(12):  # warm-up (and compilation, for the compiled modes)
+        update(batch)
+    activities = [ProfilerActivity.CPU]
+    if args.device.startswith("cuda"):
+        activities.append(ProfilerActivity.CUDA)
+    torch.manual_seed(1000)
+    with profile(activities=activities, profile_memory=True) as prof:
+        for _ in range(args.updates):
+            update(batch)
+    sort = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
+    print(
+        f"# {args.size} {SIZES[args.size]}, mode {args.mode}, {args.updates} updates, "
+        f"threads {args.threads}; peak RSS {max_rss_mb():.0f} MiB"
+    )
+    print(prof.key_averages().table(sort_by=sort, row_limit=args.rows, max_name_column_width=36))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Updates per second of the SORL update step (``SORLUpdateStep``) in every execution mode.
+
+Sizes: ``paper`` (actor and critic 4 x 512) and ``demo`` (2 x 256); batch 256, observation
+28, action 5 (cube-single shapes). Modes:
+
+- ``module``: the plain module route (parameters swapped into the modules for every
+  network call, the concatenated ``[s, x, t, d]`` input, Adam's for-loop kernel): the
+  baseline the fast path is measured against.
+- ``eager``: the default fast path (pure-tensor forwards, shared observation projection,
+  stacked FM+SC forward, fused Adam).
+- ``compile``: ``SORLUpdateStep(compile=True)``: the loss bodies compiled by
+  ``torch.compile`` (mode ``default``), one graph per step count ``k``.
+- ``compile-max-autotune``: the same with ``mode="max-autotune-no-cudagraphs"``.
+- ``cudagraphs`` (GPU only): ``compile="reduce-overhead"`` (CUDA graphs via inductor).
+
+Each configuration runs in its own interpreter. Warm-up (every ``k`` seen by both losses,
+so every graph is compiled) is excluded and reported separately; each repeat runs
+``--updates`` updates from a fixed seed, so every mode does the same work, and the table
+gives the median (and minimum) over ``--repeats`` repeats of ms per update.
+
+Usage::
+
+    python benchmarks/train_throughput.py                      # CPU, 1 thread, all modes
+    python benchmarks/train_throughput.py --threads 1 2 --modes module eager
+    python benchmarks/train_throughput.py --device cuda        # adds the cudagraphs mode
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from _common import (  # noqa: E402
+    ACTION_DIM,
+    BATCH_SIZE,
+    OBSERVATION_DIM,
+    SIZES,
+    machine_info,
+    max_rss_mb,
+    print_table,
+    run_workers,
+    summary,
+    time_calls,
+)
+
+MODES = ("module", "eager", "compile", "compile-max-autotune", "cudagraphs")
+COMPILE_MODES = {
+    "module": False,
+    "eager": False,
+    "compile": "default",
+    "compile-max-autotune": "max-autotune-no-cudagraphs",
+    "cudagraphs": "reduce-overhead",
+}
+
+
+def make_batch(device: str, seed: int = 0):
+    from tensordict import TensorDict
+
+    gen = torch.Generator().manual_seed(seed)
+    b, o, a = BATCH_SIZE, OBSERVATION_DIM, ACTION_DIM
+    return TensorDict(
+        {
+            "observation": torch.randn(b, o, generator=gen),
+            "action": torch.rand(b, a, generator=gen) * 2 - 1,
+            "next": {
+                "observation": torch.randn(b, o, generator=gen),
+                "reward": -torch.rand(b, 1, generator=gen),
+                "terminated": torch.rand(b, 1, generator=gen) < 0.1,
+            },
+        },
+        batch_size=[b],
+    ).to(device)
+
+
+def build(size: str, mode: str, device: str):
+    from sorl_torchrl import QEnsemble, ShortcutActor, ShortcutLoss, SORLUpdateStep
+
+    torch.manual_seed(0)
+    cells = SIZES[size]
+    actor = ShortcutActor(OBSERVATION_DIM, ACTION_DIM, num_cells=cells).to(device)
+    critic = QEnsemble(OBSERVATION_DIM, ACTION_DIM, num_cells=cells).to(device)
+    loss = ShortcutLoss(actor, critic, q_loss_coef=10.0, validate_inputs=False)
+    kwargs = {}
+    if mode == "module":
+        # A forward hook forces the module route; Adam's for-loop kernel as before.
+        actor.module.network.register_forward_pre_hook(lambda m, a: None)
+        kwargs["optimizer_factory"] = lambda p: torch.optim.Adam(p, lr=1e-4, foreach=False)
+    return SORLUpdateStep(loss, compile=COMPILE_MODES[mode], **kwargs)
+
+
+def worker(config: dict) -> dict:
+    device = config["device"]
+    torch.set_num_threads(config["threads"])
+    if device == "cpu" and (os.cpu_count() or 1) <= 4:
+        # Inductor's pool of compile workers competes with the timed process for the
+        # few cores (measured: wall time 1.5x the process's CPU time); compile in-process.
+        import torch._inductor.config as inductor_config
+
+        inductor_config.compile_threads = 1
+    rss_start = max_rss_mb()
+    update = build(config["size"], config["mode"], device)
+    batch = make_batch(device)
+    choices = set(update.loss.bptt_step_choices)
+    seen_critic, seen_actor = set(), set()
+    start = time.perf_counter()
+    warmup = 0
+    while (seen_critic != choices or seen_actor != choices or warmup < 3) and warmup < 200:
+        info = update(batch)
+        seen_critic.add(int(info["critic_bptt_steps"]))
+        seen_actor.add(int(info["actor_bptt_steps"]))
+        warmup += 1
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    warmup_s = time.perf_counter() - start
+
+    def one(i: int) -> None:
+        if i % config["updates"] == 0:
+            torch.manual_seed(1000 + i)  # every mode sees the same k sequence
+        update(batch)
+
+    wall, cpu = time_calls(one, device, config["repeats"], config["updates"])
+    out = summary(wall, cpu)
+    out.update(
+        warmup_s=warmup_s,
+        warmup_updates=warmup,
+        fell_back=bool(update.compile_mode) and len(update.loss._compiled_terms) < 2,
+        peak_rss_mb=max_rss_mb(),
+        rss_start_mb=rss_start,
+    )
+    if device.startswith("cuda"):
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--modes", nargs="+", default=None, choices=MODES)
+    parser.add_argument("--threads", nargs="+", type=int, default=[1])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--updates", type=int, default=10, help="updates per repeat")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per config")
+    parser.add_argument("--json", default="benchmarks/train_throughput.json")
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    modes = args.modes or [m for m in MODES if m != "cudagraphs" or args.device.startswith("cuda")]
+    configs = [
+        dict(
+            size=size,
+            mode=mode,
+            threads=threads,
+            device=args.device,
+            repeats=args.repeats,
+            updates=args.updates,
+        )
+        for size in args.sizes
+        for threads in args.threads
+        for mode in modes
+    ]
+    info = machine_info(args.device)
+    results = run_workers(__file__, configs, args.timeout)
+    info["load_average_end"] = os.getloadavg()
+    rows = []
+    for r in results:
+        base = next(
+            (
+                x
+                for x in results
+                if x["size"] == r["size"]
+                and x["threads"] == r["threads"]
+                and x["mode"] == "eager"
+                and "error" not in x
+            ),
+            None,
+        )
+        if "error" in r:
+            rows.append([r["size"], r["mode"], str(r["threads"]), "error: " + r["error"][:60]])
+            rows[-1] += [""] * 7
+            continue
+        speedup = base["ms_median"] / r["ms_median"] if base else float("nan")
+        rows.append(
+            [
+                r["size"],
+                r["mode"] + (" (fell back)" if r["fell_back"] else ""),
+                str(r["threads"]),
+                f"{r['ms_median']:.1f}",
+                f"{r['ms_min']:.1f}",
+                f"{r['cpu_ms_median']:.1f}",
+                f"{1000 / r['ms_median']:.1f}",
+                f"{speedup:.2f}x",
+                f"{r['warmup_s']:.1f}",
+                f"{r.get('peak_gpu_mb', r['peak_rss_mb']):.0f}",
+            ]
+        )
+    headers = [
+        "size",
+        "mode",
+        "threads",
+        "ms/update (median)",
+        "min",
+        "CPU ms",
+        "updates/s",
+        "vs eager",
+        "warm-up s",
+        "peak MiB" + (" (GPU)" if args.device.startswith("cuda") else " (RSS)"),
+    ]
+    print(f"# {info.get('gpu', info['cpu'])}, torch {info['torch']}, device {args.device}")
+    print(f"# load average start {info['load_average_start']}, end {info['load_average_end']}")
+    table = print_table(headers, rows)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(
+        json.dumps({"machine": info, "results": results, "table": table}, indent=2)
+    )
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
