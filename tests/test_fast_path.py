@@ -11,7 +11,7 @@ import copy
 
 import pytest
 import torch
-from conftest import make_batch
+from helpers import make_batch
 
 from sorl_torchrl import QEnsemble, ShortcutActor, ShortcutLoss, SORLUpdateStep
 from sorl_torchrl.modules.functional import (
