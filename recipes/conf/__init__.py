@@ -1,0 +1,1 @@
+"""Hydra configuration files of the recipes (a package, so installed entry points find them)."""
