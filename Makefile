@@ -3,13 +3,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 JOBS ?= 2
 
-.PHONY: setup demo test test-all lint docs docs-build clean
+.PHONY: setup demo smoke test test-all lint docs docs-build clean
 
 setup:
 	bash scripts/setup.sh $(VENV)
 
-# Sets everything up and runs the main job.
+# Sets everything up and runs the main job: regenerate a small cube-single-play dataset if
+# absent, train SORL on CPU, evaluate over (k, N), print the table and write the plot.
 demo: setup
+	$(PY) -m recipes.train +experiment=demo
+
+# A one-minute smoke run on a synthetic bimodal bandit (no dataset needed).
+smoke: setup
 	$(PY) -m sorl_torchrl.smoke
 
 # Sets everything up and runs the default test suite (slow tests excluded), lint included,

@@ -156,6 +156,7 @@ def format_scaling_table(rows: Sequence[dict[str, Any]]) -> str:
 def plot_scaling(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
     """Plot success vs ``k`` (one line per ``N``) and vs ``N`` (one line per ``k``) to a PNG."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -173,6 +174,7 @@ def plot_scaling(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title:
     right.set(xscale="log", xlabel="verifier candidates N", xticks=cands)
     right.set_xticklabels([str(n) for n in cands])
     for axis in (left, right):
+        axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     if title:
