@@ -123,3 +123,11 @@ def print_table(headers: list[str], rows: list[list[str]]) -> str:
     text = "\n".join(lines)
     print(text)
     return text
+
+
+def write_report(path: str, info: dict, results: list[dict], table: str) -> None:
+    """Write the machine info, raw results and printed table as JSON; say where."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"machine": info, "results": results, "table": table}, indent=2))
+    print(f"wrote {target}")

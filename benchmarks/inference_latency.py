@@ -15,7 +15,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ from _common import (  # noqa: E402
     print_table,
     summary,
     time_calls,
+    write_report,
 )
 
 from sorl_torchrl import QEnsemble, ShortcutActor, VerifierSampler  # noqa: E402
@@ -94,11 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# load average start {info['load_average_start']}, end {info['load_average_end']}")
     headers = ["observations", "N", "k", "ms/step (median)", "min", "CPU ms", "ms/observation"]
     table = print_table(headers, rows)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(
-        json.dumps({"machine": info, "results": results, "table": table}, indent=2)
-    )
-    print(f"wrote {args.json}")
+    write_report(args.json, info, results, table)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from _common import (  # noqa: E402
     run_workers,
     summary,
     time_calls,
+    write_report,
 )
 
 MODES = ("module", "eager", "compile", "compile-max-autotune", "cudagraphs")
@@ -219,11 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# {info.get('gpu', info['cpu'])}, torch {info['torch']}, device {args.device}")
     print(f"# load average start {info['load_average_start']}, end {info['load_average_end']}")
     table = print_table(headers, rows)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(
-        json.dumps({"machine": info, "results": results, "table": table}, indent=2)
-    )
-    print(f"wrote {args.json}")
+    write_report(args.json, info, results, table)
 
 
 if __name__ == "__main__":
