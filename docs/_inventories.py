@@ -66,7 +66,11 @@ PROJECTS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ),
             ("torch.optim.Optimizer", "py:class", "optim.html#$"),
             ("torch.optim.Adam", "py:class", "generated/torch.optim.Adam.html#$"),
-            ("torch.optim.adam.Adam", "py:class", "generated/torch.optim.Adam.html#torch.optim.Adam"),
+            (
+                "torch.optim.adam.Adam",
+                "py:class",
+                "generated/torch.optim.Adam.html#torch.optim.Adam",
+            ),
         ],
     ),
     "tensordict": (

@@ -62,7 +62,8 @@ class SORLUpdateStep:
         tau: target update rate (paper 0.005).
         grad_clip_norm: max global gradient norm; ``None`` or ``0`` disables clipping.
         optimizer_factory: builds an optimizer from parameters (default
-            :func:`~sorl_torchrl.objectives.update.default_adam`, Adam with the fused kernel where available).
+            :func:`~sorl_torchrl.objectives.update.default_adam`, Adam with the fused
+            kernel where available).
         shared_optimizer: quirk (b).
         actor_uses_pre_step_critic: quirk (c).
         targets_track_pre_step_weights: quirk (d).
