@@ -7,6 +7,7 @@ import math
 import torch
 
 __all__ = [
+    "PowerOfTwo",
     "check_feature_dim",
     "check_finite",
     "check_power_of_two",
@@ -98,3 +99,32 @@ def check_finite(tensor: torch.Tensor, name: str) -> None:
                 f"in a tensor of shape {list(tensor.shape)}. Clean the data, or find where "
                 "training diverged (lower the learning rate, check the rewards)."
             )
+
+
+class PowerOfTwo:
+    """A class attribute that only accepts positive powers of two (stored per instance).
+
+    Examples:
+        >>> class Sampler:
+        ...     inference_steps = PowerOfTwo("Default number of Euler steps ``k``.")
+        >>> s = Sampler()
+        >>> s.inference_steps = 4
+        >>> s.inference_steps
+        4
+        >>> s.inference_steps = 3
+        Traceback (most recent call last):
+        ...
+        ValueError: inference_steps must be a positive power of two (1, 2, 4, 8, ...), got 3. ...
+    """
+
+    def __init__(self, doc: str = "") -> None:
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.attr = name, f"_{name}"
+
+    def __get__(self, instance, owner=None):
+        return self if instance is None else getattr(instance, self.attr)
+
+    def __set__(self, instance, value: int) -> None:
+        instance.__dict__[self.attr] = check_power_of_two(value, self.name)

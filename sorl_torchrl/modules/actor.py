@@ -10,6 +10,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 
 from sorl_torchrl._validation import (
+    PowerOfTwo,
     check_feature_dim,
     check_finite,
     check_power_of_two,
@@ -62,14 +63,9 @@ class ShortcutModel(nn.Module):
         self.inference_steps = inference_steps
         self._plan = velocity_layers(network, self.observation_dim)
 
-    @property
-    def inference_steps(self) -> int:
-        """Default number of Euler steps ``k`` used when a call does not give one."""
-        return self._inference_steps
-
-    @inference_steps.setter
-    def inference_steps(self, value: int) -> None:
-        self._inference_steps = check_power_of_two(value)
+    inference_steps = PowerOfTwo(
+        "Default number of Euler steps ``k`` used when a call does not give one."
+    )
 
     def velocity(
         self,

@@ -9,7 +9,12 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 
-from sorl_torchrl._validation import check_feature_dim, check_finite, check_power_of_two
+from sorl_torchrl._validation import (
+    PowerOfTwo,
+    check_feature_dim,
+    check_finite,
+    check_power_of_two,
+)
 from sorl_torchrl.modules.actor import ShortcutActor
 from sorl_torchrl.modules.critic import QAggregation, QEnsemble
 
@@ -104,14 +109,7 @@ class VerifierSampler(TensorDictModuleBase):
             raise ValueError(f"num_candidates must be a positive int, got {value!r}.")
         self._num_candidates = value
 
-    @property
-    def inference_steps(self) -> int:
-        """``k``, the Euler steps per candidate."""
-        return self._inference_steps
-
-    @inference_steps.setter
-    def inference_steps(self, value: int) -> None:
-        self._inference_steps = check_power_of_two(value)
+    inference_steps = PowerOfTwo("``k``, the Euler steps per candidate.")
 
     @torch.no_grad()
     def select(

@@ -132,6 +132,15 @@ class SORLUpdateStep:
         self._pre_critic = loss.qvalue_network_params.data.clone()
         self._pre_critic_list = list(self._pre_critic.values(True, True))
         self._pre_actor_list = [p.detach().clone() for p in self.actor_params]
+        # Detached views of the online weights (optimizers update them in place), and the
+        # parameters each step clips, built once rather than in every iteration.
+        self._critic_data = [p.detach() for p in self.critic_params]
+        self._actor_data = [p.detach() for p in self.actor_params]
+        everything = self.actor_params + self.critic_params
+        self._clipped = {
+            "critic": everything if shared_optimizer else self.critic_params,
+            "actor": everything if shared_optimizer else self.actor_params,
+        }
         self.compile_mode = ("default" if compile is True else compile) or None
         if self.compile_mode is not None:
             if not hasattr(torch, "compile"):
@@ -142,11 +151,6 @@ class SORLUpdateStep:
     def _step(self, which: str, loss_value: torch.Tensor) -> None:
         name = "shared" if self.shared_optimizer else which
         optimizer = self.optimizers[name]
-        params = (
-            self.actor_params + self.critic_params
-            if self.shared_optimizer
-            else (self.critic_params if which == "critic" else self.actor_params)
-        )
         if self.shared_optimizer:
             optimizer.zero_grad(set_to_none=False)
         else:
@@ -154,15 +158,15 @@ class SORLUpdateStep:
                 opt.zero_grad(set_to_none=True)
         loss_value.backward()
         if self.grad_clip_norm is not None:
-            nn.utils.clip_grad_norm_(params, self.grad_clip_norm, foreach=True)
+            nn.utils.clip_grad_norm_(self._clipped[which], self.grad_clip_norm, foreach=True)
         optimizer.step()
 
     @torch.no_grad()
     def _snapshot(self) -> None:
         if self.actor_uses_pre_step_critic or self.targets_track_pre_step_weights:
-            torch._foreach_copy_(self._pre_critic_list, [p.detach() for p in self.critic_params])
+            torch._foreach_copy_(self._pre_critic_list, self._critic_data)
         if self.targets_track_pre_step_weights:
-            torch._foreach_copy_(self._pre_actor_list, [p.detach() for p in self.actor_params])
+            torch._foreach_copy_(self._pre_actor_list, self._actor_data)
 
     @torch.no_grad()
     def _lerp_targets(self, targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
