@@ -3,7 +3,11 @@
     python -m recipes.train                                   # cube-single-play task 2, paper size
     python -m recipes.train env=scene-play env.task=4 seed=3  # any group or value
     python -m recipes.train +experiment=paper                 # the full paper configuration
-    python -m recipes.train resume=true run_dir=runs/...      # continue an interrupted run
+    python -m recipes.train resume=true run_dir=runs/...      # continue (or extend) a run
+    python -m recipes.train -m env.task=1,2,3,4,5 seed=1,2 launcher=local  # a local sweep
+
+Rerunning a command never loses work: with the default ``resume=auto`` a run dir that holds a
+finished run of the same config is skipped, one that holds only a checkpoint resumes from it.
 
 Reads top to bottom: data, modules, then the loop (sample, update, log, validate, evaluate,
 checkpoint), then the final (k, N) evaluation with its results file and plot.
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torchrl.record.loggers import get_logger
 from tqdm import tqdm
@@ -31,6 +36,15 @@ from recipes.common import (
     model_config,
     select_device,
 )
+from recipes.run_record import (
+    finished_results,
+    git_revision,
+    utc_now,
+    versions,
+    write_failure,
+    write_results,
+)
+from sorl_torchrl._io import atomic_write_text
 from sorl_torchrl.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from sorl_torchrl.data import OGBenchExperienceReplay, generate_dataset, parse_singletask_id
 from sorl_torchrl.data.generate import default_dataset_dir
@@ -113,16 +127,43 @@ def validation_losses(loss, val_buffer, num_batches: int) -> dict[str, float]:
     return totals
 
 
+RESUME_MODES = (True, False, "auto")
+
+
+def resume_from_checkpoint(cfg: DictConfig, checkpoint_path: Path) -> bool:
+    """Whether to resume, from ``cfg.resume`` (true / false / auto) and the run dir's state."""
+    if cfg.resume not in RESUME_MODES:
+        raise ValueError(f"resume must be true, false or auto, got {cfg.resume!r}.")
+    exists = checkpoint_path.exists()
+    if exists and cfg.resume is False:
+        raise FileExistsError(
+            f"{checkpoint_path.parent} already holds a run ({checkpoint_path}). Pass "
+            "resume=true (or auto) to continue it, or choose another run_dir."
+        )
+    if not exists and cfg.resume is True:
+        raise FileNotFoundError(
+            f"resume=true but {checkpoint_path} does not exist: nothing to resume. Check "
+            "run_dir, or use resume=auto to start a new run there."
+        )
+    return exists and cfg.resume is not False
+
+
 def run(cfg: DictConfig) -> dict:
-    """Train and evaluate; returns the final results (also written to ``run_dir``)."""
+    """Train and evaluate; returns the final results (also written to ``run_dir``).
+
+    Skips the work and returns the stored results when ``run_dir`` already holds a finished
+    run of the same config (``resume=auto``, the default).
+    """
     run_dir = Path(cfg.run_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.resume == "auto" and (stored := finished_results(run_dir, resolved)) is not None:
+        log.info("%s already holds a finished run of this config: skipped.", run_dir)
+        print(f"Skipped: {run_dir} already finished (results: {run_dir / 'results.json'}).")
+        return stored
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    if checkpoint_path.exists() and not cfg.resume:
-        raise FileExistsError(
-            f"{run_dir} already holds a run ({checkpoint_path}). Pass resume=true to continue "
-            "it, or choose another run_dir."
-        )
+    resuming = resume_from_checkpoint(cfg, checkpoint_path)
+    started_at, wall_start = utc_now(), time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     device = select_device(cfg.device)
@@ -134,18 +175,17 @@ def run(cfg: DictConfig) -> dict:
     actor, critic, loss, update = build_modules(cfg)
     env = make_ogbench_env(dataset_id(cfg), success_timing=cfg.env.success_timing, device=device)
 
-    start = 0
-    if cfg.resume:
+    start, wall_before = 0, 0.0
+    if resuming:
         state = load_checkpoint(checkpoint_path, map_location=device)
         check_compatible(state["model_config"], cfg, checkpoint_path)
         load_weights(loss, state)
         update.load_state_dict(state["optimizers"])
         train_buffer.sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
-        start = state["step"]
+        start, wall_before = state["step"], state.get("wall_time_s", 0.0)
         log.info("Resumed %s at update %d.", run_dir, start)
-    else:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     logger = get_logger(
         cfg.logger.backend,
@@ -165,6 +205,7 @@ def run(cfg: DictConfig) -> dict:
                 "optimizers": update.state_dict(),
                 "sampler": train_buffer.sampler.state_dict(),
                 "rng": get_rng_state(),
+                "wall_time_s": wall_before + time.perf_counter() - wall_start,
             },
         )
 
@@ -178,18 +219,21 @@ def run(cfg: DictConfig) -> dict:
         mininterval=1.0,
     )
     tick, tick_step = time.perf_counter(), start
+    train_start, train_metrics, val_metrics = time.perf_counter(), {}, {}
     for step in bar:
         info = update(train_buffer.sample())
         done = step + 1
         if done % cfg.log_interval == 0 or done == cfg.num_updates:
             rate = (done - tick_step) / (time.perf_counter() - tick)
             tick, tick_step = time.perf_counter(), done
-            for key, value in info.items():
-                logger.log_scalar(f"train/{key}", value.item(), step=done)
+            train_metrics = {key: value.item() for key, value in info.items()}
+            for key, value in train_metrics.items():
+                logger.log_scalar(f"train/{key}", value, step=done)
             logger.log_scalar("train/updates_per_second", rate, step=done)
             bar.set_postfix(loss_actor=f"{info['loss_actor'].item():.3f}", ups=f"{rate:.1f}")
         if val_buffer is not None and done % cfg.val_interval == 0:
-            for key, value in validation_losses(loss, val_buffer, cfg.val_batches).items():
+            val_metrics = validation_losses(loss, val_buffer, cfg.val_batches)
+            for key, value in val_metrics.items():
                 logger.log_scalar(f"val/{key}", value, step=done)
         if cfg.eval.interval and done % cfg.eval.interval == 0 and done != cfg.num_updates:
             for row in evaluate(cfg, actor, critic, env, done, run_dir):
@@ -198,24 +242,74 @@ def run(cfg: DictConfig) -> dict:
         if cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0:
             save(done)
     bar.close()
+    trained = cfg.num_updates - start
+    updates_per_second = trained / (time.perf_counter() - train_start) if trained else None
     save(cfg.num_updates)
 
     # --- final evaluation over (k, N)
     rows = evaluate(cfg, actor, critic, env, cfg.num_updates, run_dir)
     env.close()
-    results = {"dataset_id": dataset_id(cfg), "num_updates": cfg.num_updates, "grid": rows}
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     plot_scaling(rows, run_dir / "scaling.png", title=dataset_id(cfg))
+    best = max(rows, key=lambda r: r["success_rate"])
+    results = {
+        "dataset_id": dataset_id(cfg),
+        "env": cfg.env.name,
+        "task": int(cfg.env.task),
+        "seed": int(cfg.seed),
+        "num_updates": cfg.num_updates,
+        "grid": rows,
+        "evaluations": stored_evaluations(run_dir),
+        "final_metrics": {
+            "train": train_metrics,
+            "val": val_metrics,
+            "best": {k: best[k] for k in ("inference_steps", "num_candidates", "success_rate")},
+        },
+        "wall_time_s": wall_before + time.perf_counter() - wall_start,
+        "updates_per_second": updates_per_second,
+        "torch_threads": torch.get_num_threads(),
+        "resumed_from_update": start if resuming else None,
+        "started_at": started_at,
+        "finished_at": utc_now(),
+        "git": git_revision(),
+        "versions": versions(),
+        "config": resolved,
+    }
+    write_results(run_dir, results)
     print(f"\nSuccess (%) on {dataset_id(cfg)} after {cfg.num_updates} updates:")
     print(format_scaling_table(rows))
     print(f"Results: {run_dir / 'results.json'}  Plot: {run_dir / 'scaling.png'}")
     return results
 
 
+def stored_evaluations(run_dir: Path) -> list[dict]:
+    """Every (k, N) evaluation written under ``run_dir/eval``, by step (survives a resume)."""
+    evaluations = []
+    for path in (run_dir / "eval").glob("scaling_step*.json"):
+        step = int(path.stem.removeprefix("scaling_step"))
+        evaluations.append({"step": step, "grid": json.loads(path.read_text())})
+    return sorted(evaluations, key=lambda e: e["step"])
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point (``python -m recipes.train`` or ``sorl-train``)."""
-    run(cfg)
+    """Hydra entry point (``python -m recipes.train`` or ``sorl-train``).
+
+    A run that raises leaves ``failed.json`` (error, traceback, config) in its run dir, so a
+    sweep's report can name it; the error is then re-raised.
+    """
+    try:
+        run(cfg)
+    except Exception as err:
+        try:
+            config = OmegaConf.to_container(cfg, resolve=True)
+        except Exception:  # the config itself may be what failed to resolve
+            config = OmegaConf.to_container(cfg, resolve=False)
+        run_dir = config.get("run_dir")
+        if not isinstance(run_dir, str) or "${" in run_dir:
+            run_dir = HydraConfig.get().runtime.output_dir
+        path = write_failure(Path(run_dir), err, config)
+        log.error("Run failed; details in %s", path)
+        raise
 
 
 if __name__ == "__main__":

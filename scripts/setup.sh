@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create (or reuse) a virtual environment and install sorl-torchrl with its dev and docs tools.
+# Create (or reuse) a virtual environment and install sorl-torchrl with its dev and docs tools
+# and the sweep launchers (their configs are tested).
 #
 # Usage: bash scripts/setup.sh [VENV_DIR]        (default: .venv)
 #
@@ -39,7 +40,7 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
 fi
 # Constrain torch to the version now installed, so resolving the rest never swaps it.
 tv="$("$VPY" -c 'import torch; print(torch.__version__.split("+")[0])')"
-echo "[setup] torch $tv; installing sorl-torchrl[dev,docs]"
-"$VPY" -m pip install -q -e ".[dev,docs]" "torch==$tv"
+echo "[setup] torch $tv; installing sorl-torchrl[dev,docs,sweeps]"
+"$VPY" -m pip install -q -e ".[dev,docs,sweeps]" "torch==$tv"
 "$VPY" -c "import sorl_torchrl" 
 touch "$stamp"

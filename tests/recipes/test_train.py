@@ -20,7 +20,13 @@ ENVS = sorted(p.stem for p in (Path(CONF_DIR) / "env").glob("*.yaml"))
 
 def test_end_to_end_through_hydra_entry_point(tiny_cube_root, tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "recipes.train", *tiny_overrides(tiny_cube_root, run_dir, 200)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "recipes.train",
+        *tiny_overrides(tiny_cube_root, run_dir, 200),
+        f"hydra.run.dir={run_dir}",
+    ]
     done = subprocess.run(
         cmd,
         cwd=REPO,
@@ -139,3 +145,87 @@ def test_evaluate_command_on_a_checkpoint(tiny_cube_root, tmp_path):
     )
     assert len(rows) == 4
     assert (run_dir / "evaluate" / "scaling.csv").is_file()
+
+
+def test_rerun_skips_a_finished_run_and_refuses_other_settings(tiny_cube_root, tmp_path):
+    run_dir = tmp_path / "run"
+    first = run(compose_train(tiny_overrides(tiny_cube_root, run_dir, 10)))
+    files = {name: (run_dir / name).read_bytes() for name in ("checkpoint.pt", "results.json")}
+    stamps = {name: (run_dir / name).stat().st_mtime_ns for name in files}
+
+    again = run(compose_train(tiny_overrides(tiny_cube_root, run_dir, 10) + ["threads=2"]))
+    assert again["grid"] == first["grid"] and again["status"] == "finished"
+    for name, content in files.items():
+        assert (run_dir / name).read_bytes() == content
+        assert (run_dir / name).stat().st_mtime_ns == stamps[name], f"{name} was rewritten"
+
+    with pytest.raises(FileExistsError, match=r"seed: stored 0, now 5"):
+        run(compose_train(tiny_overrides(tiny_cube_root, run_dir, 10) + ["seed=5"]))
+    for name, content in files.items():
+        assert (run_dir / name).read_bytes() == content
+
+
+def test_results_file_records_the_run(tiny_cube_root, tmp_path):
+    run_dir = tmp_path / "run"
+    run(compose_train(tiny_overrides(tiny_cube_root, run_dir, 20) + ["seed=3", "env.task=4"]))
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "finished"
+    assert (results["env"], results["task"], results["seed"]) == ("cube-single-play", 4, 3)
+    assert results["config"]["num_updates"] == 20 and results["config"]["env"]["task"] == 4
+    assert [e["step"] for e in results["evaluations"]] == [20]
+    assert results["evaluations"][-1]["grid"] == results["grid"]
+    best = max(results["grid"], key=lambda r: r["success_rate"])
+    assert results["final_metrics"]["best"]["success_rate"] == best["success_rate"]
+    assert set(results["final_metrics"]["train"]) >= {"loss_actor", "loss_qvalue"}
+    assert set(results["final_metrics"]["val"]) >= {"loss_actor", "fm_loss"}
+    assert results["wall_time_s"] > 0 and results["updates_per_second"] > 0
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert results["git"]["commit"] == (head or None)
+    assert results["versions"]["torch"] == torch.__version__
+
+
+def test_auto_resume_continues_an_interrupted_run(tiny_cube_root, tmp_path):
+    straight = tmp_path / "straight"
+    run(compose_train(tiny_overrides(tiny_cube_root, straight, 40)))
+    interrupted = tmp_path / "interrupted"
+    run(compose_train(tiny_overrides(tiny_cube_root, interrupted, 20)))
+    (interrupted / "results.json").unlink()  # as if killed after the checkpoint at update 20
+    resumed = run(compose_train(tiny_overrides(tiny_cube_root, interrupted, 40)))
+    assert resumed["resumed_from_update"] == 20
+    (a, _), (b, _) = _params(straight), _params(interrupted)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_true_without_a_checkpoint_and_bad_resume_value(tiny_cube_root, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        run(compose_train(tiny_overrides(tiny_cube_root, tmp_path / "r", 5) + ["resume=true"]))
+    with pytest.raises(ValueError, match="resume must be true, false or auto"):
+        run(compose_train(tiny_overrides(tiny_cube_root, tmp_path / "r", 5) + ["resume=maybe"]))
+
+
+def test_a_failing_run_leaves_failed_json(tiny_cube_root, tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "recipes.train",
+        *tiny_overrides(tiny_cube_root, run_dir, 5),
+        "env.task=7",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
+    done = subprocess.run(
+        cmd,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode != 0
+    failed = json.loads((run_dir / "failed.json").read_text())
+    assert failed["status"] == "failed" and failed["task"] == 7
+    assert "env.task must be 1-5" in failed["error"] and "Traceback" in failed["traceback"]
+    assert not (run_dir / "results.json").exists()
