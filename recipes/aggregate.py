@@ -141,13 +141,15 @@ def is_run_dir(path: Path) -> bool:
 
 
 def find_run_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
-    """Run dirs under ``sweep_dir`` (itself included), sorted; never descends into a run dir.
+    """Run dirs under ``sweep_dir`` (itself included, symlinks followed), sorted.
+
+    Never descends into a run dir.
 
     Hidden dirs and the top-level ``aggregate/`` output dir are skipped.
     """
     root = Path(sweep_dir)
     found = []
-    for current, dirnames, _ in os.walk(root):
+    for current, dirnames, _ in os.walk(root, followlinks=True):
         path = Path(current)
         if is_run_dir(path):
             found.append(path)
