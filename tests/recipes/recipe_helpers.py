@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "recipes" / "conf")
+REPO = Path(__file__).resolve().parents[2]
+CONF_DIR = str(REPO / "recipes" / "conf")
+
+
+def run_train_command(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``python -m recipes.train ARGS`` from the repository root, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "recipes.train", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def compose_train(overrides: list[str]):

@@ -1,27 +1,21 @@
 """Sweeps: a real multirun through the local (joblib) launcher, relaunch, and launcher configs."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from recipe_helpers import CONF_DIR, tiny_overrides
+from recipe_helpers import CONF_DIR, run_train_command, tiny_overrides
 
 from recipes.aggregate import main as aggregate_main
 
-REPO = Path(__file__).resolve().parents[2]
 RUNS = [(task, seed) for task in (1, 2) for seed in (1, 2)]
 
 
 def multirun(root: Path, sweep: Path, *extra: str) -> subprocess.CompletedProcess:
     overrides = [o for o in tiny_overrides(root, sweep, 20) if not o.startswith("run_dir=")]
-    cmd = [
-        sys.executable,
-        "-m",
-        "recipes.train",
+    done = run_train_command(
         "--multirun",
         "launcher=local",
         "hydra.launcher.n_jobs=2",
@@ -30,14 +24,6 @@ def multirun(root: Path, sweep: Path, *extra: str) -> subprocess.CompletedProces
         "seed=1,2",
         *overrides,
         *extra,
-    ]
-    done = subprocess.run(
-        cmd,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done

@@ -1,39 +1,24 @@
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
-from recipe_helpers import CONF_DIR, compose_train, tiny_overrides
+from recipe_helpers import CONF_DIR, REPO, compose_train, run_train_command, tiny_overrides
 
 from recipes.common import build_modules
 from recipes.train import run
 from sorl_torchrl.checkpoint import CheckpointError, load_checkpoint
 
-REPO = Path(__file__).resolve().parents[2]
 ENVS = sorted(p.stem for p in (Path(CONF_DIR) / "env").glob("*.yaml"))
 
 
 def test_end_to_end_through_hydra_entry_point(tiny_cube_root, tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "recipes.train",
-        *tiny_overrides(tiny_cube_root, run_dir, 200),
-        f"hydra.run.dir={run_dir}",
-    ]
-    done = subprocess.run(
-        cmd,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+    done = run_train_command(
+        *tiny_overrides(tiny_cube_root, run_dir, 200), f"hydra.run.dir={run_dir}"
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Success (%)" in done.stdout
@@ -208,21 +193,10 @@ def test_resume_true_without_a_checkpoint_and_bad_resume_value(tiny_cube_root, t
 
 def test_a_failing_run_leaves_failed_json(tiny_cube_root, tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "recipes.train",
+    done = run_train_command(
         *tiny_overrides(tiny_cube_root, run_dir, 5),
         "env.task=7",
         f"hydra.run.dir={tmp_path / 'hydra'}",
-    ]
-    done = subprocess.run(
-        cmd,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert done.returncode != 0
     failed = json.loads((run_dir / "failed.json").read_text())
