@@ -99,6 +99,9 @@ def build(size: str, mode: str, device: str):
 def worker(config: dict) -> dict:
     device = config["device"]
     torch.set_num_threads(config["threads"])
+    # "highest": float32 GEMMs; "high": TF32 where supported; "medium": bfloat16 GEMMs
+    # (oneDNN on CPUs with AVX-512 BF16 / AMX, tensor cores on GPUs).
+    torch.set_float32_matmul_precision(config.get("matmul_precision", "highest"))
     if device == "cpu" and (os.cpu_count() or 1) <= 4:
         # Inductor's pool of compile workers competes with the timed process for the
         # few cores (measured: wall time 1.5x the process's CPU time); compile in-process.
@@ -148,6 +151,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--modes", nargs="+", default=None, choices=MODES)
     parser.add_argument("--threads", nargs="+", type=int, default=[1])
+    parser.add_argument(
+        "--matmul-precision",
+        nargs="+",
+        default=["highest"],
+        choices=["highest", "high", "medium"],
+        help="torch.set_float32_matmul_precision; 'vs eager' compares with eager at 'highest'",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--updates", type=int, default=10, help="updates per repeat")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per config")
@@ -165,9 +175,11 @@ def main(argv: list[str] | None = None) -> None:
             device=args.device,
             repeats=args.repeats,
             updates=args.updates,
+            matmul_precision=precision,
         )
         for size in args.sizes
         for threads in args.threads
+        for precision in args.matmul_precision
         for mode in modes
     ]
     info = machine_info(args.device)
@@ -182,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
                 if x["size"] == r["size"]
                 and x["threads"] == r["threads"]
                 and x["mode"] == "eager"
+                and x["matmul_precision"] == "highest"
                 and "error" not in x
             ),
             None,
@@ -191,10 +204,11 @@ def main(argv: list[str] | None = None) -> None:
             rows[-1] += [""] * 7
             continue
         speedup = base["ms_median"] / r["ms_median"] if base else float("nan")
+        precision = "" if r["matmul_precision"] == "highest" else f" @{r['matmul_precision']}"
         rows.append(
             [
                 r["size"],
-                r["mode"] + (" (fell back)" if r["fell_back"] else ""),
+                r["mode"] + precision + (" (fell back)" if r["fell_back"] else ""),
                 str(r["threads"]),
                 f"{r['ms_median']:.1f}",
                 f"{r['ms_min']:.1f}",

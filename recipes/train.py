@@ -128,6 +128,7 @@ def validation_losses(loss, val_buffer, num_batches: int) -> dict[str, float]:
 
 
 RESUME_MODES = (True, False, "auto")
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
 def resume_from_checkpoint(cfg: DictConfig, checkpoint_path: Path) -> bool:
@@ -166,6 +167,12 @@ def run(cfg: DictConfig) -> dict:
     started_at, wall_start = utc_now(), time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
+    if cfg.matmul_precision not in MATMUL_PRECISIONS:
+        raise ValueError(
+            f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got "
+            f"{cfg.matmul_precision!r} (see torch.set_float32_matmul_precision)."
+        )
+    torch.set_float32_matmul_precision(cfg.matmul_precision)
     device = select_device(cfg.device)
     torch.manual_seed(cfg.seed)
 

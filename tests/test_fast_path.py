@@ -175,3 +175,21 @@ def test_compile_falls_back_to_eager_for_custom_networks():
         update = SORLUpdateStep(loss, compile=True)
     info = update(make_batch(8, OBS, ACT))
     assert torch.isfinite(info["loss_actor"])
+
+
+def test_bfloat16_matmul_precision_stays_within_bfloat16_tolerance():
+    """``torch.set_float32_matmul_precision("medium")`` (bf16 GEMMs where the CPU has them)
+    changes the first update's losses by no more than bfloat16 rounding."""
+    exact = _make_loss(torch.float32, max_bptt_steps=4)
+    reduced = copy.deepcopy(exact)
+    infos_exact = _run_updates(exact, 1)
+    previous = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        infos_reduced = _run_updates(reduced, 1)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    for key in ("loss_qvalue", "fm_loss", "sc_loss", "q_loss"):
+        torch.testing.assert_close(
+            infos_reduced[0][key], infos_exact[0][key], rtol=2e-2, atol=2e-3, msg=key
+        )

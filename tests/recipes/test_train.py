@@ -184,11 +184,19 @@ def test_auto_resume_continues_an_interrupted_run(tiny_cube_root, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
-def test_resume_true_without_a_checkpoint_and_bad_resume_value(tiny_cube_root, tmp_path):
+def test_resume_true_without_a_checkpoint_and_bad_resume_or_precision_value(
+    tiny_cube_root, tmp_path
+):
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         run(compose_train(tiny_overrides(tiny_cube_root, tmp_path / "r", 5) + ["resume=true"]))
     with pytest.raises(ValueError, match="resume must be true, false or auto"):
         run(compose_train(tiny_overrides(tiny_cube_root, tmp_path / "r", 5) + ["resume=maybe"]))
+    with pytest.raises(ValueError, match="matmul_precision must be one of highest"):
+        run(
+            compose_train(
+                tiny_overrides(tiny_cube_root, tmp_path / "p", 5) + ["matmul_precision=low"]
+            )
+        )
 
 
 def test_a_failing_run_leaves_failed_json(tiny_cube_root, tmp_path):
