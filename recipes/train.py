@@ -207,7 +207,7 @@ def run(cfg: DictConfig) -> dict:
             {
                 "step": step,
                 "model_config": model_config(cfg),
-                "config": OmegaConf.to_container(cfg, resolve=True),
+                "config": resolved,
                 "loss": loss.state_dict(),
                 "optimizers": update.state_dict(),
                 "sampler": train_buffer.sampler.state_dict(),
