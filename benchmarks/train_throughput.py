@@ -135,7 +135,7 @@ def worker(config: dict) -> dict:
     out.update(
         warmup_s=warmup_s,
         warmup_updates=warmup,
-        fell_back=bool(update.compile_mode) and len(update.loss._compiled_terms) < 2,
+        fell_back=bool(update.compile_mode) and len(update.loss.compiled_terms) < 2,
         peak_rss_mb=max_rss_mb(),
         rss_start_mb=rss_start,
     )

@@ -31,7 +31,7 @@ def dataset_id(cfg: DictConfig) -> str:
 def build_modules(cfg: DictConfig) -> tuple[ShortcutActor, QEnsemble, ShortcutLoss, SORLUpdateStep]:
     """Actor, critic, loss and update step from the config groups, on ``cfg.device``.
 
-    Reads ``env`` (sizes), ``network``, ``loss`` and ``optim``.
+    Reads ``env`` (sizes), ``network``, ``loss``, ``optim`` and ``compile``.
     """
     obs_dim, act_dim = int(cfg.env.observation_dim), int(cfg.env.action_dim)
     net = cfg.network
@@ -47,7 +47,9 @@ def build_modules(cfg: DictConfig) -> tuple[ShortcutActor, QEnsemble, ShortcutLo
     )
     actor, critic = actor.to(cfg.device), critic.to(cfg.device)
     loss = ShortcutLoss(actor, critic, **OmegaConf.to_container(cfg.loss, resolve=True))
-    update = SORLUpdateStep(loss, **OmegaConf.to_container(cfg.optim, resolve=True))
+    update = SORLUpdateStep(
+        loss, compile=cfg.get("compile", False), **OmegaConf.to_container(cfg.optim, resolve=True)
+    )
     return actor, critic, loss, update
 
 

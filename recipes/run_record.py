@@ -26,13 +26,15 @@ from sorl_torchrl._io import atomic_write_text
 RESULTS_NAME = "results.json"
 FAILED_NAME = "failed.json"
 
-#: Top-level config keys that do not change a run's results (where it runs, how it logs).
-#: Two runs that differ only in these are the same run.
+#: Top-level config keys that do not change a run's results (where and how fast it runs,
+#: how it logs; thread count and compilation change them only by float rounding). Two runs
+#: that differ only in these are the same run.
 BOOKKEEPING_KEYS = (
     "run_dir",
     "resume",
     "progress",
     "threads",
+    "compile",
     "device",
     "data.root",
     "data.workers",

@@ -274,6 +274,7 @@ def run(cfg: DictConfig) -> dict:
         "wall_time_s": wall_before + time.perf_counter() - wall_start,
         "updates_per_second": updates_per_second,
         "torch_threads": torch.get_num_threads(),
+        "compiled_terms": list(loss.compiled_terms),
         "resumed_from_update": start if resuming else None,
         "started_at": started_at,
         "finished_at": utc_now(),

@@ -29,6 +29,27 @@ def test_gelu_is_tanh_approximation():
     np.testing.assert_allclose(to_np(gelu(x)), gelu_tanh(to_np(x)), rtol=1e-12, atol=1e-12)
 
 
+def _gelu_tanh_derivative(x: np.ndarray) -> np.ndarray:
+    """d/dx of 0.5 x (1 + tanh(c (x + a x^3))), by hand."""
+    c, a = np.sqrt(2.0 / np.pi), 0.044715
+    t = np.tanh(c * (x + a * x**3))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t**2) * c * (1.0 + 3.0 * a * x**2)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_fast_gelu_values_and_gradient_match_reference(compiled):
+    """Both forms of the fast-path GELU (tanh eagerly, sigmoid under torch.compile)."""
+    from sorl_torchrl.modules.functional import gelu_tanh as fast_gelu
+
+    fn = torch.compile(fast_gelu, fullgraph=True, dynamic=False) if compiled else fast_gelu
+    x = torch.linspace(-12, 12, 2001, dtype=torch.float64, requires_grad=True)
+    y = fn(x)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    xs = to_np(x)
+    np.testing.assert_allclose(to_np(y), gelu_tanh(xs), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(to_np(grad), _gelu_tanh_derivative(xs), rtol=1e-10, atol=1e-12)
+
+
 def test_ensemble_linear_members_are_independent_and_glorot():
     layer = EnsembleLinear(4, 64, 32)
     w = layer.weight.detach()

@@ -67,12 +67,15 @@ class _GeluTanh(torch.autograd.Function):
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    """``F.gelu(x, approximate="tanh")`` with a hand-written backward; same values.
+    """``F.gelu(x, approximate="tanh")``, written for speed; same values up to float rounding.
 
-    ATen's tanh-GELU kernels run several times slower on CPU than a ``tanh`` of the same
-    size; composing the function from ``tanh`` and in-place arithmetic (saving ``tanh``
-    for the backward) computes forward and backward in well under their time. Values
-    agree with ``F.gelu`` to float rounding.
+    Eagerly, the function is composed from ``tanh`` and in-place arithmetic with a
+    hand-written backward that reuses the saved ``tanh``. Under ``torch.compile`` it is
+    written as ``x * sigmoid(2 z)`` with ``z = C (x + A x^3)``, the same function since
+    ``(1 + tanh z) / 2 = sigmoid(2 z)``: inductor fuses it (and its derivative) into one
+    loop built on a vectorised ``exp``, while its vectorised ``tanh`` is much slower on CPU
+    (a 256 x 512 forward: 63 vs 159 us on 2 threads; the paper-size compiled update runs
+    about 10 % faster).
 
     Examples:
         >>> x = torch.linspace(-5, 5, 101, dtype=torch.float64, requires_grad=True)
@@ -80,7 +83,12 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
         True
         >>> torch.autograd.gradcheck(gelu_tanh, (x,))
         True
+        >>> compiled = torch.compile(gelu_tanh, fullgraph=True)
+        >>> torch.allclose(compiled(x), F.gelu(x, approximate="tanh"))
+        True
     """
+    if torch.compiler.is_compiling():
+        return x * torch.sigmoid((2.0 * _GELU_C) * (x + _GELU_A * x * x * x))
     return _GeluTanh.apply(x)
 
 

@@ -617,6 +617,14 @@ class ShortcutLoss(LossModule):
                 self._compiled_terms.pop(name)
         return getattr(self, f"_{name}_terms")(*args)
 
+    @property
+    def compiled_terms(self) -> tuple[str, ...]:
+        """The loss bodies that run compiled (``"actor"``, ``"td"``); empty when eager.
+
+        A body whose compilation failed has fallen back to eager and is no longer listed.
+        """
+        return tuple(sorted(self._compiled_terms))
+
     def compile_terms(
         self, mode: str | None = "default", *, fullgraph: bool = True
     ) -> ShortcutLoss:

@@ -116,9 +116,6 @@ class SORLUpdateStep:
         self.critic_params = list(loss.qvalue_network_params.values(True, True))
         if shared_optimizer:
             self.optimizers = {"shared": factory(self.actor_params + self.critic_params)}
-            # Zero (not missing) gradients, so that every parameter takes every Adam step.
-            for param in self.actor_params + self.critic_params:
-                param.grad = torch.zeros_like(param)
         else:
             self.optimizers = {
                 "critic": factory(self.critic_params),
@@ -151,12 +148,17 @@ class SORLUpdateStep:
     def _step(self, which: str, loss_value: torch.Tensor) -> None:
         name = "shared" if self.shared_optimizer else which
         optimizer = self.optimizers[name]
-        if self.shared_optimizer:
-            optimizer.zero_grad(set_to_none=False)
-        else:
-            for opt in self.optimizers.values():  # drop cross-network grads (quirk (a))
-                opt.zero_grad(set_to_none=True)
+        # Gradients are set to None rather than zeroed, so that backward stores the new
+        # gradients instead of adding them to zero-filled buffers.
+        for opt in self.optimizers.values():  # also drops cross-network grads (quirk (a))
+            opt.zero_grad(set_to_none=True)
         loss_value.backward()
+        if self.shared_optimizer:
+            # A zero (not a missing) gradient for what the loss does not reach (the critic
+            # in the actor step), so that every parameter takes every Adam step (quirk (b)).
+            for param in self._clipped[which]:
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
         if self.grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(self._clipped[which], self.grad_clip_norm, foreach=True)
         optimizer.step()

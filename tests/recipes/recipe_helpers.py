@@ -48,4 +48,5 @@ def tiny_overrides(root: Path, run_dir: Path, updates: int) -> list[str]:
         "eval.max_episode_steps=10",
         "progress=false",
         "threads=1",
+        "compile=false",
     ]

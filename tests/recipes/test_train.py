@@ -66,6 +66,25 @@ def test_every_env_config_composes_and_instantiates(env):
         assert loss.discount == cfg.env.discount
 
 
+@pytest.mark.parametrize(
+    ("override", "mode", "terms"),
+    [
+        ([], "default", ("actor", "td")),  # compiled by default
+        (["compile=false"], None, ()),
+        (["compile=max-autotune-no-cudagraphs"], "max-autotune-no-cudagraphs", ("actor", "td")),
+    ],
+)
+def test_compile_setting_reaches_the_update_step(override, mode, terms):
+    _, _, loss, update = build_modules(compose_train(["network=tiny", *override]))
+    assert update.compile_mode == mode
+    assert loss.compiled_terms == terms
+
+
+def test_unknown_compile_mode_raises():
+    with pytest.raises(RuntimeError, match="Unrecognized mode=fastest"):
+        build_modules(compose_train(["network=tiny", "compile=fastest"]))
+
+
 def test_paper_experiment_composes():
     cfg = compose_train(["+experiment=paper"])
     assert list(cfg.network.actor_cells) == [512] * 4 and cfg.num_updates == 1_000_000
@@ -164,6 +183,7 @@ def test_results_file_records_the_run(tiny_cube_root, tmp_path):
     assert set(results["final_metrics"]["train"]) >= {"loss_actor", "loss_qvalue"}
     assert set(results["final_metrics"]["val"]) >= {"loss_actor", "fm_loss"}
     assert results["wall_time_s"] > 0 and results["updates_per_second"] > 0
+    assert results["compiled_terms"] == []  # tiny_overrides run eagerly (compile=false)
     head = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
