@@ -11,7 +11,7 @@ setup:
 # Sets everything up and runs the main job: regenerate a small cube-single-play dataset if
 # absent, train SORL on CPU, evaluate over (k, N), print the table and write the plot.
 demo: setup
-	$(PY) -m recipes.train +experiment=demo
+	$(PY) -m sorl_torchrl.recipes.train +experiment=demo
 
 # A one-minute smoke run on a synthetic bimodal bandit (no dataset needed).
 smoke: setup

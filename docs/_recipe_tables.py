@@ -1,4 +1,4 @@
-"""Markdown tables of the recipe config groups, rendered from ``recipes/conf`` at build time.
+"""Markdown tables of the recipe config groups, rendered from ``sorl_torchrl/recipes/conf`` at build time.
 
 ``conf.py`` writes them to ``docs/_generated/`` and ``recipes.md`` includes them, so the
 documented options are always the ones in the YAML files.

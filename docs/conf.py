@@ -197,12 +197,12 @@ def _stage_benchmark_results() -> None:
 _stage_benchmark_results()
 
 
-# -- Recipes page: tables of the config groups, rendered from recipes/conf -----------------
+# -- Recipes page: tables of the config groups, rendered from sorl_torchrl/recipes/conf -----------------
 def _stage_recipe_tables() -> None:
     generated = DOCS / "_generated"
     generated.mkdir(exist_ok=True)
     for name, render in TABLES.items():
-        _write_if_changed(generated / name, render(ROOT / "recipes" / "conf"))
+        _write_if_changed(generated / name, render(ROOT / "sorl_torchrl" / "recipes" / "conf"))
 
 
 _stage_recipe_tables()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "recipes" / "conf"
+CONF = REPO / "sorl_torchrl" / "recipes" / "conf"
 PAGE = REPO / "docs" / "recipes.md"
 
 
@@ -88,8 +88,8 @@ def test_page_covers_every_group_and_single_file_config():
         files = list((CONF / group).glob("*.yaml"))
         if group not in ("env", "network", "logger"):  # the others are shown verbatim
             for path in files:
-                assert f"../recipes/conf/{group}/{path.name}" in page, path
-    assert "../recipes/conf/train.yaml" in page
+                assert f"../sorl_torchrl/recipes/conf/{group}/{path.name}" in page, path
+    assert "../sorl_torchrl/recipes/conf/train.yaml" in page
 
 
 def test_page_names_every_switch_of_loss_optim_network():
@@ -111,7 +111,7 @@ def test_page_names_every_switch_of_loss_optim_network():
 
 
 def test_page_documents_every_evaluate_option(capsys):
-    from recipes.evaluate import main
+    from sorl_torchrl.recipes.evaluate import main
 
     with pytest.raises(SystemExit):
         main(["--help"])

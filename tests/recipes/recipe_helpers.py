@@ -10,13 +10,13 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 REPO = Path(__file__).resolve().parents[2]
-CONF_DIR = str(REPO / "recipes" / "conf")
+CONF_DIR = str(REPO / "sorl_torchrl" / "recipes" / "conf")
 
 
 def run_train_command(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    """``python -m recipes.train ARGS`` from the repository root, output captured."""
+    """``python -m sorl_torchrl.recipes.train ARGS`` from the repository root, output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "recipes.train", *args],
+        [sys.executable, "-m", "sorl_torchrl.recipes.train", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

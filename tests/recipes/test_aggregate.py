@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes.aggregate import aggregate, collect_runs, default_cells, main
+from sorl_torchrl.recipes.aggregate import aggregate, collect_runs, default_cells, main
 
 ENV = "cube-single-play"
 

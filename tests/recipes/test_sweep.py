@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from recipe_helpers import CONF_DIR, run_train_command, tiny_overrides
 
-from recipes.aggregate import main as aggregate_main
+from sorl_torchrl.recipes.aggregate import main as aggregate_main
 
 RUNS = [(task, seed) for task in (1, 2) for seed in (1, 2)]
 

@@ -9,8 +9,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from recipe_helpers import CONF_DIR, REPO, compose_train, run_train_command, tiny_overrides
 
-from recipes.common import build_modules
-from recipes.train import run
+from sorl_torchrl.recipes.common import build_modules
+from sorl_torchrl.recipes.train import run
 from sorl_torchrl.checkpoint import CheckpointError, load_checkpoint
 
 ENVS = sorted(p.stem for p in (Path(CONF_DIR) / "env").glob("*.yaml"))
@@ -129,7 +129,7 @@ def test_incompatible_or_corrupt_checkpoint_is_refused_and_kept(tiny_cube_root, 
 
 
 def test_evaluate_command_on_a_checkpoint(tiny_cube_root, tmp_path):
-    from recipes.evaluate import main as evaluate_main
+    from sorl_torchrl.recipes.evaluate import main as evaluate_main
 
     run_dir = tmp_path / "run"
     run(compose_train(tiny_overrides(tiny_cube_root, run_dir, 10)))

@@ -1,10 +1,10 @@
 """Train SORL offline on an OGBench singletask problem, then evaluate it over (k, N).
 
-    python -m recipes.train                                   # cube-single-play task 2, paper size
-    python -m recipes.train env=scene-play env.task=4 seed=3  # any group or value
-    python -m recipes.train +experiment=paper                 # the full paper configuration
-    python -m recipes.train resume=true run_dir=runs/...      # continue (or extend) a run
-    python -m recipes.train -m env.task=1,2,3,4,5 seed=1,2 launcher=local  # a local sweep
+    python -m sorl_torchrl.recipes.train                                   # cube-single-play task 2, paper size
+    python -m sorl_torchrl.recipes.train env=scene-play env.task=4 seed=3  # any group or value
+    python -m sorl_torchrl.recipes.train +experiment=paper                 # the full paper configuration
+    python -m sorl_torchrl.recipes.train resume=true run_dir=runs/...      # continue (or extend) a run
+    python -m sorl_torchrl.recipes.train -m env.task=1,2,3,4,5 seed=1,2 launcher=local  # a local sweep
 
 Rerunning a command never loses work: with the default ``resume=auto`` a run dir that holds a
 finished run of the same config is skipped, one that holds only a checkpoint resumes from it.
@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchrl.record.loggers import get_logger
 from tqdm import tqdm
 
-from recipes.common import (
+from sorl_torchrl.recipes.common import (
     CHECKPOINT_NAME,
     build_modules,
     check_compatible,
@@ -36,7 +36,7 @@ from recipes.common import (
     model_config,
     select_device,
 )
-from recipes.run_record import (
+from sorl_torchrl.recipes.run_record import (
     finished_results,
     git_revision,
     utc_now,
@@ -300,7 +300,7 @@ def stored_evaluations(run_dir: Path) -> list[dict]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point (``python -m recipes.train`` or ``sorl-train``).
+    """Hydra entry point (``python -m sorl_torchrl.recipes.train`` or ``sorl-train``).
 
     A run that raises leaves ``failed.json`` (error, traceback, config) in its run dir, so a
     sweep's report can name it; the error is then re-raised.

@@ -4,7 +4,7 @@
     sorl-results sweeps/paper --cell 1,1 --cell 8,16   # choose the table columns
     sorl-results sweeps/paper --tasks 1 2 3 4 5 --seeds 1 2 3 4 5 6 7 8  # the expected runs
     sorl-results sweeps/paper --strict     # exit status 1 if any run is missing or unfinished
-    python -m recipes.aggregate sweeps/paper --out results/
+    python -m sorl_torchrl.recipes.aggregate sweeps/paper --out results/
 
 A run dir is any dir holding ``results.json``, ``failed.json``, ``config.yaml`` or
 ``.hydra/config.yaml``, at any depth under the sweep dir. A run is *finished* (``results.json``
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from recipes.run_record import FAILED_NAME, RESULTS_NAME, flatten, is_bookkeeping
+from sorl_torchrl.recipes.run_record import FAILED_NAME, RESULTS_NAME, flatten, is_bookkeeping
 from sorl_torchrl._io import atomic_write, atomic_write_text
 
 #: A test-time-compute grid point ``(k, N)``: inference steps and verifier candidates.
@@ -48,7 +48,7 @@ OUTPUT_DIRNAME = "aggregate"
 #: Files that make a dir a run dir.
 RUN_MARKERS = (RESULTS_NAME, FAILED_NAME, "config.yaml", ".hydra/config.yaml")
 #: Keys that place a run inside its group (env, task, seed): never variants. The settings
-#: that do not change results at all are :data:`recipes.run_record.BOOKKEEPING_KEYS`.
+#: that do not change results at all are :data:`sorl_torchrl.recipes.run_record.BOOKKEEPING_KEYS`.
 IDENTITY_KEYS = frozenset({"seed", "env.task", "env.name"})
 #: Variant label of a group whose runs share every result-changing setting.
 NO_VARIANT = "-"

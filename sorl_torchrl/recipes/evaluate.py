@@ -1,6 +1,6 @@
 """Evaluate a checkpoint over the (k, N) test-time-compute grid.
 
-    python -m recipes.evaluate runs/cube-single-play-task2/seed0/checkpoint.pt \
+    python -m sorl_torchrl.recipes.evaluate runs/cube-single-play-task2/seed0/checkpoint.pt \
         --inference-steps 1 2 4 8 --num-candidates 1 4 16 64 --episodes 50
 
 Writes ``<out>/scaling.json``, ``.csv`` and ``.png`` (default ``<checkpoint dir>/evaluate``) and
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from recipes.common import build_modules, check_compatible, dataset_id, load_weights
+from sorl_torchrl.recipes.common import build_modules, check_compatible, dataset_id, load_weights
 from sorl_torchrl.checkpoint import load_checkpoint
 from sorl_torchrl.envs import make_ogbench_env
 from sorl_torchrl.scaling import (
