@@ -1,4 +1,7 @@
-"""Shared helpers of the benchmarks: machine description, sizes, timing, tables."""
+"""Shared helpers of the benchmarks: machine description, sizes, timing, tables, result paths.
+
+torch is imported only by the helpers that need it, so ``alternate.py`` runs without it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # Network sizes: the paper's 4 x 512 and the 2 x 256 demo size; cube-single shapes.
 SIZES: dict[str, tuple[int, ...]] = {"paper": (512, 512, 512, 512), "demo": (256, 256)}
@@ -30,7 +33,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def result_path(benchmark: str, device: str) -> Path:
+    """The one current result file of ``benchmark`` on this kind of device (``cpu`` or ``gpu``)."""
+    kind = "gpu" if device.startswith("cuda") else "cpu"
+    return RESULTS_DIR / f"{benchmark}_{kind}.json"
+
+
 def machine_info(device: str) -> dict:
+    import torch
+
     info = {
         "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
@@ -54,6 +65,8 @@ def max_rss_mb() -> float:
 
 def sync(device: str) -> None:
     if device.startswith("cuda"):
+        import torch
+
         torch.cuda.synchronize()
 
 
@@ -125,7 +138,7 @@ def print_table(headers: list[str], rows: list[list[str]]) -> str:
     return text
 
 
-def write_report(path: str, info: dict, results: list[dict], table: str) -> None:
+def write_report(path: str | Path, info: dict, results: list[dict], table: str) -> None:
     """Write the machine info, raw results and printed table as JSON; say where."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

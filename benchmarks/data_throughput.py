@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/data_throughput.py [--episodes 4] [--workers 1] [--root DIR]
-        [--json benchmarks/data_throughput.json]
+        [--json benchmarks/results/data_throughput_cpu.json]
 
 Generation: env steps/s of `generate_dataset` for a few families (official episode length).
 Sampling: batches/s at batch 256 from the cube-single-play replay buffer (the dataset in
@@ -17,17 +17,21 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from rich.console import Console
-from rich.table import Table
-from torchrl.envs.utils import RandomPolicy
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sorl_torchrl.data import OGBenchExperienceReplay, generate_dataset
-from sorl_torchrl.envs import CubeOraclePolicy, evaluate_policy, make_ogbench_env
+import torch  # noqa: E402
+from _common import cpu_model, result_path  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+from torchrl.envs.utils import RandomPolicy  # noqa: E402
+
+from sorl_torchrl.data import OGBenchExperienceReplay, generate_dataset  # noqa: E402
+from sorl_torchrl.envs import CubeOraclePolicy, evaluate_policy, make_ogbench_env  # noqa: E402
 
 GENERATION = [
     "cube-single-play-v0",
@@ -134,7 +138,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--eval-episodes", type=int, default=8)
     parser.add_argument("--root", type=Path, default=None, help="dir with cube-single-play-v0")
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/data_throughput.json"))
+    parser.add_argument("--json", type=Path, default=result_path("data_throughput", "cpu"))
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -180,6 +184,7 @@ def main() -> None:
 
     record = {
         "machine": {
+            "cpu": cpu_model(),
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),

@@ -37,6 +37,7 @@ from _common import (  # noqa: E402
     machine_info,
     max_rss_mb,
     print_table,
+    result_path,
     summary,
     time_calls,
     write_report,
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--calls", type=int, default=5, help="calls per repeat")
     parser.add_argument("--modes", nargs="+", default=None, choices=list(MODES))
-    parser.add_argument("--json", default="benchmarks/inference_latency.json")
+    parser.add_argument(
+        "--json", help="default: benchmarks/results/inference_latency_{cpu,gpu}.json"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = args.device
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         "warm-up s",
     ]
     table = print_table(headers, rows)
-    write_report(args.json, info, results, table)
+    write_report(args.json or result_path("inference_latency", device), info, results, table)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """torch.profiler table of the SORL update step (CPU by default), top entries by self time.
 
+The update step is built as in ``train_throughput.py`` (same sizes, modes and batch).
+``--out`` also writes the printed table to a file, by default none; the current one is
+``benchmarks/results/profile_update_cpu.txt``.
+
 Usage::
 
-    python benchmarks/profile_update.py --mode module     # the plain module route
-    python benchmarks/profile_update.py --mode eager      # the default fast path
+    python benchmarks/profile_update.py --mode eager
     python benchmarks/profile_update.py --mode compile --kernel-names  # inductor kernels
 """
 
@@ -29,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--updates", type=int, default=8)
     parser.add_argument("--rows", type=int, default=15)
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
     parser.add_argument(
         "--kernel-names",
         action="store_true",
@@ -59,11 +63,16 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.updates):
             update(batch)
     sort = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
-    print(
+    text = (
         f"# {args.size} {SIZES[args.size]}, mode {args.mode}, {args.updates} updates, "
-        f"threads {args.threads}; peak RSS {max_rss_mb():.0f} MiB"
+        f"threads {args.threads}; peak RSS {max_rss_mb():.0f} MiB\n"
+        + prof.key_averages().table(sort_by=sort, row_limit=args.rows, max_name_column_width=36)
     )
-    print(prof.key_averages().table(sort_by=sort, row_limit=args.rows, max_name_column_width=36))
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,27 +1,27 @@
-"""Updates per second of the SORL update step (``SORLUpdateStep``) in every execution mode.
+"""Milliseconds per update of the SORL update step (``SORLUpdateStep``) in each execution mode.
 
 Sizes: ``paper`` (actor and critic 4 x 512) and ``demo`` (2 x 256); batch 256, observation
 28, action 5 (cube-single shapes). Modes:
 
-- ``module``: the plain module route (parameters swapped into the modules for every
-  network call, the concatenated ``[s, x, t, d]`` input, Adam's for-loop kernel): the
-  baseline the fast path is measured against.
-- ``eager``: the default fast path (pure-tensor forwards, shared observation projection,
-  stacked FM+SC forward, fused Adam).
-- ``compile``: ``SORLUpdateStep(compile=True)``: the loss bodies compiled by
-  ``torch.compile`` (mode ``default``), one graph per step count ``k``.
+- ``eager``: ``SORLUpdateStep(loss)``.
+- ``compile``: ``SORLUpdateStep(loss, compile=True)`` (``torch.compile`` mode ``default``).
 - ``compile-max-autotune``: the same with ``mode="max-autotune-no-cudagraphs"``.
 - ``cudagraphs`` (GPU only): ``compile="reduce-overhead"`` (CUDA graphs via inductor).
 
 Each configuration runs in its own interpreter. Warm-up (every ``k`` seen by both losses,
 so every graph is compiled) is excluded and reported separately; each repeat runs
 ``--updates`` updates from a fixed seed, so every mode does the same work, and the table
-gives the median (and minimum) over ``--repeats`` repeats of ms per update.
+gives the median (and minimum) over ``--repeats`` repeats of ms per update. A compiled mode
+that fell back to eager is marked ``(fell back)``.
+
+The JSON (``--json``, by default ``benchmarks/results/train_throughput_{cpu,gpu}.json``)
+holds the machine, every configuration's raw timings and the printed table;
+``benchmarks/alternate.py`` reads it.
 
 Usage::
 
-    python benchmarks/train_throughput.py                      # CPU, 1 thread, all modes
-    python benchmarks/train_throughput.py --threads 1 2 --modes module eager
+    python benchmarks/train_throughput.py                      # CPU, 1 thread, every CPU mode
+    python benchmarks/train_throughput.py --threads 2 --modes eager compile
     python benchmarks/train_throughput.py --device cuda        # adds the cudagraphs mode
 """
 
@@ -33,6 +33,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -45,15 +46,20 @@ from _common import (  # noqa: E402
     machine_info,
     max_rss_mb,
     print_table,
+    result_path,
     run_workers,
     summary,
     time_calls,
     write_report,
 )
 
-MODES = ("module", "eager", "compile", "compile-max-autotune", "cudagraphs")
-COMPILE_MODES = {
-    "module": False,
+if TYPE_CHECKING:
+    from tensordict import TensorDict
+
+    from sorl_torchrl import SORLUpdateStep
+
+MODES = ("eager", "compile", "compile-max-autotune", "cudagraphs")
+COMPILE_MODES: dict[str, bool | str] = {
     "eager": False,
     "compile": "default",
     "compile-max-autotune": "max-autotune-no-cudagraphs",
@@ -61,7 +67,7 @@ COMPILE_MODES = {
 }
 
 
-def make_batch(device: str, seed: int = 0):
+def make_batch(device: str, seed: int = 0) -> TensorDict:
     from tensordict import TensorDict
 
     gen = torch.Generator().manual_seed(seed)
@@ -80,7 +86,7 @@ def make_batch(device: str, seed: int = 0):
     ).to(device)
 
 
-def build(size: str, mode: str, device: str):
+def build(size: str, mode: str, device: str) -> SORLUpdateStep:
     from sorl_torchrl import QEnsemble, ShortcutActor, ShortcutLoss, SORLUpdateStep
 
     torch.manual_seed(0)
@@ -88,12 +94,15 @@ def build(size: str, mode: str, device: str):
     actor = ShortcutActor(OBSERVATION_DIM, ACTION_DIM, num_cells=cells).to(device)
     critic = QEnsemble(OBSERVATION_DIM, ACTION_DIM, num_cells=cells).to(device)
     loss = ShortcutLoss(actor, critic, q_loss_coef=10.0, validate_inputs=False)
-    kwargs = {}
-    if mode == "module":
-        # A forward hook forces the module route; Adam's for-loop kernel as before.
-        actor.module.network.register_forward_pre_hook(lambda m, a: None)
-        kwargs["optimizer_factory"] = lambda p: torch.optim.Adam(p, lr=1e-4, foreach=False)
-    return SORLUpdateStep(loss, compile=COMPILE_MODES[mode], **kwargs)
+    return SORLUpdateStep(loss, compile=COMPILE_MODES[mode])
+
+
+def fell_back(update: SORLUpdateStep) -> bool:
+    """Whether a compiled update step runs eagerly because compilation failed."""
+    compiled = getattr(update, "is_compiled", None)
+    if compiled is None:  # update steps that compiled the loss bodies instead
+        compiled = len(update.loss.compiled_terms) >= 2
+    return bool(update.compile_mode) and not compiled
 
 
 def worker(config: dict) -> dict:
@@ -103,8 +112,8 @@ def worker(config: dict) -> dict:
     # (oneDNN on CPUs with AVX-512 BF16 / AMX, tensor cores on GPUs).
     torch.set_float32_matmul_precision(config.get("matmul_precision", "highest"))
     if device == "cpu" and (os.cpu_count() or 1) <= 4:
-        # Inductor's pool of compile workers competes with the timed process for the
-        # few cores (measured: wall time 1.5x the process's CPU time); compile in-process.
+        # Inductor's pool of compile workers would compete with the timed process for the
+        # few cores; compile in-process.
         import torch._inductor.config as inductor_config
 
         inductor_config.compile_threads = 1
@@ -135,7 +144,7 @@ def worker(config: dict) -> dict:
     out.update(
         warmup_s=warmup_s,
         warmup_updates=warmup,
-        fell_back=bool(update.compile_mode) and len(update.loss.compiled_terms) < 2,
+        fell_back=fell_back(update),
         peak_rss_mb=max_rss_mb(),
         rss_start_mb=rss_start,
     )
@@ -161,7 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--updates", type=int, default=10, help="updates per repeat")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per config")
-    parser.add_argument("--json", default="benchmarks/train_throughput.json")
+    parser.add_argument(
+        "--json", help="default: benchmarks/results/train_throughput_{cpu,gpu}.json"
+    )
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -201,9 +212,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         if "error" in r:
             rows.append([r["size"], r["mode"], str(r["threads"]), "error: " + r["error"][:60]])
-            rows[-1] += [""] * 7
+            rows[-1] += [""] * 6
             continue
-        speedup = base["ms_median"] / r["ms_median"] if base else float("nan")
+        speedup = f"{base['ms_median'] / r['ms_median']:.2f}x" if base else ""
         precision = "" if r["matmul_precision"] == "highest" else f" @{r['matmul_precision']}"
         rows.append(
             [
@@ -214,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{r['ms_min']:.1f}",
                 f"{r['cpu_ms_median']:.1f}",
                 f"{1000 / r['ms_median']:.1f}",
-                f"{speedup:.2f}x",
+                speedup,
                 f"{r['warmup_s']:.1f}",
                 f"{r.get('peak_gpu_mb', r['peak_rss_mb']):.0f}",
             ]
@@ -234,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# {info.get('gpu', info['cpu'])}, torch {info['torch']}, device {args.device}")
     print(f"# load average start {info['load_average_start']}, end {info['load_average_end']}")
     table = print_table(headers, rows)
-    write_report(args.json, info, results, table)
+    write_report(args.json or result_path("train_throughput", args.device), info, results, table)
 
 
 if __name__ == "__main__":

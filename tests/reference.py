@@ -39,6 +39,33 @@ class LinearVelocity:
         return np.concatenate([s, x, t, d], -1) @ self.W.T + self.b
 
 
+class MLPVelocity:
+    """v(s, x, t, d) = MLP([s, x, t, d]): Linear -> tanh-GELU per hidden layer, then Linear."""
+
+    def __init__(self, weights: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.layers = [(to_np(w), to_np(b)) for w, b in weights]
+
+    @classmethod
+    def from_params(cls, params, prefix=("module", "network")) -> MLPVelocity:
+        """Read ``(weight, bias)`` of every Linear from an actor's parameter TensorDict."""
+        network = params.get(prefix)
+        indices = sorted(int(key) for key in network.keys())
+        return cls(
+            [(network.get((str(i), "weight")), network.get((str(i), "bias"))) for i in indices]
+        )
+
+    def __call__(self, s, x, t, d):
+        t = np.broadcast_to(np.asarray(t, dtype=np.float64), x.shape[:-1] + (1,))
+        d = np.broadcast_to(np.asarray(d, dtype=np.float64), x.shape[:-1] + (1,))
+        s = np.broadcast_to(s, x.shape[:-1] + s.shape[-1:])
+        z = np.concatenate([s, x, t, d], -1)
+        for i, (weight, bias) in enumerate(self.layers):
+            z = z @ weight.T + bias
+            if i < len(self.layers) - 1:
+                z = gelu_tanh(z)
+        return z
+
+
 def euler_sample(velocity, s: np.ndarray, noise: np.ndarray, k: int) -> np.ndarray:
     x = noise.copy()
     for i in range(k):
@@ -57,7 +84,7 @@ class EnsembleCritic:
         """Read the weights of a QEnsemble, layer by layer, into plain arrays."""
         layers: list[dict[str, np.ndarray]] = []
         for layer in critic.network.layers:
-            if isinstance(layer, torch.nn.GELU):
+            if not hasattr(layer, "weight"):  # the activations hold no parameters
                 continue
             weight, bias = to_np(layer.weight), to_np(layer.bias)
             if weight.shape[1] == 1:  # per-member LayerNorm affine [E, 1, H]

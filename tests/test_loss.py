@@ -212,7 +212,9 @@ def test_self_consistency_codes_and_time_grids():
     batch = make_batch(256, OBS, ACT).double()
     loss.actor_loss(batch)
     handle.remove()
-    fm_in, sc_target1, sc_target2, sc_pred = seen[:4]
+    # the SC target's two half steps, then FM and SC predictions stacked in one forward
+    sc_target1, sc_target2, stacked = seen[:3]
+    fm_in, sc_pred = stacked[:256], stacked[256:]
     t_fm, d_fm = fm_in[:, -2], fm_in[:, -1]
     assert d_fm.eq(3).all()  # FM uses code log2(M_disc)
     assert torch.equal(torch.unique(t_fm * 8), torch.arange(8, dtype=t_fm.dtype))
@@ -225,7 +227,7 @@ def test_self_consistency_codes_and_time_grids():
         grid = t * 2**d
         assert torch.equal(grid, grid.round()) and (t < 1).all()
         assert len(torch.unique(t)) == 2**d  # every grid point drawn with 85 rows
-    num_q_steps = len(seen) - 4
+    num_q_steps = len(seen) - 3
     assert num_q_steps in (1, 2, 4, 8)
 
 

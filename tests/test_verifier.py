@@ -197,7 +197,7 @@ def test_compiled_select_survives_copies_and_falls_back_to_eager():
     def broken(*args):
         raise RuntimeError("backend exploded")
 
-    policy._compiled_select = broken
+    policy._select._compiled = broken
     with pytest.warns(UserWarning, match="backend exploded.*eagerly"):
         got = policy.select(obs, noise=noise)
     assert not policy.is_compiled
@@ -206,5 +206,5 @@ def test_compiled_select_survives_copies_and_falls_back_to_eager():
 
 
 def test_unknown_compile_mode_raises():
-    with pytest.raises(RuntimeError, match="Unrecognized mode=fastest"):
+    with pytest.raises(ValueError, match="torch.compile mode .*default.*got 'fastest'"):
         VerifierSampler(linear_actor(OBS, ACT), small_critic(OBS, ACT), compile="fastest")

@@ -1,8 +1,14 @@
 """SORL networks as TensorDict modules: the shortcut actor, the Q ensemble, the verifier."""
 
-from sorl_torchrl.modules.actor import ShortcutActor, ShortcutModel
+from sorl_torchrl.modules.actor import ShortcutActor, ShortcutModel, SplitVelocityNetwork
 from sorl_torchrl.modules.critic import QEnsemble, aggregate_q
-from sorl_torchrl.modules.networks import EnsembleLinear, EnsembleMLP, make_velocity_mlp
+from sorl_torchrl.modules.networks import (
+    EnsembleLinear,
+    EnsembleMLP,
+    TanhGELU,
+    VelocityMLP,
+    make_velocity_mlp,
+)
 from sorl_torchrl.modules.verifier import VerifierSampler
 
 __all__ = [
@@ -11,6 +17,9 @@ __all__ = [
     "QEnsemble",
     "ShortcutActor",
     "ShortcutModel",
+    "SplitVelocityNetwork",
+    "TanhGELU",
+    "VelocityMLP",
     "VerifierSampler",
     "aggregate_q",
     "make_velocity_mlp",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 from tensordict.nn import TensorDictModule
@@ -16,16 +17,31 @@ from sorl_torchrl._validation import (
     check_power_of_two,
     step_code,
 )
-from sorl_torchrl.modules.functional import (
-    feature_column,
-    has_hooks,
-    velocity_forward,
-    velocity_layers,
-    velocity_observation_part,
-)
-from sorl_torchrl.modules.networks import DEFAULT_NUM_CELLS, make_velocity_mlp
+from sorl_torchrl.modules.networks import DEFAULT_NUM_CELLS, VelocityMLP, feature_column
 
-__all__ = ["ShortcutActor", "ShortcutModel"]
+__all__ = ["ShortcutActor", "ShortcutModel", "SplitVelocityNetwork"]
+
+
+@runtime_checkable
+class SplitVelocityNetwork(Protocol):
+    """A velocity network that computes the observation's share of its input once.
+
+    :class:`~sorl_torchrl.modules.networks.VelocityMLP` implements it. Any network with these
+    two methods gets the same savings in :class:`ShortcutModel`; any other module is fed
+    ``concat(s, x, t, d)`` on every call.
+    """
+
+    def observation_part(self, observation: torch.Tensor) -> torch.Tensor:
+        """What the network computes from the observation alone, ``[*B, P]``."""
+
+    def velocity(
+        self,
+        observation_part: torch.Tensor,
+        x: torch.Tensor,
+        time: torch.Tensor | float,
+        step_code: torch.Tensor | float,
+    ) -> torch.Tensor:
+        """``f(s, x, t, d)`` from :meth:`observation_part` of ``s``."""
 
 
 class ShortcutModel(nn.Module):
@@ -33,18 +49,23 @@ class ShortcutModel(nn.Module):
 
     The velocity ``v = f(s, x_t, t, d)`` is ``network(concat(s, x_t, t, d))`` with the time
     ``t`` in ``[0, 1]`` (0 = noise, 1 = data) and the step code ``d = log2(k)`` given as raw
-    scalars, as in the released SORL code.
+    scalars, as in the released SORL code. Everything that evaluates the velocity (the
+    sampler, the losses, the verifier) goes through :meth:`observation_part` and
+    :meth:`velocity_from_part`, so the observation is processed once per call however many
+    Euler steps follow: for a :class:`SplitVelocityNetwork` (the default
+    :class:`~sorl_torchrl.modules.networks.VelocityMLP`) its share of the first layer is
+    computed once; for any other network the raw observation is concatenated each time.
 
     Args:
-        network: any module mapping ``[..., observation_dim + action_dim + 2]`` to
-            ``[..., action_dim]``.
+        network: the velocity network: a :class:`SplitVelocityNetwork`, or any module
+            mapping ``[..., observation_dim + action_dim + 2]`` to ``[..., action_dim]``.
         observation_dim: size of the observation vector.
         action_dim: size of the action vector.
         inference_steps: default number of Euler steps ``k`` (paper: ``M_inf``) when the
             module is called without an explicit ``inference_steps``.
 
     Examples:
-        >>> model = ShortcutModel(make_velocity_mlp(3 + 2 + 2, 2, (16,)), 3, 2)
+        >>> model = ShortcutModel(VelocityMLP(3, 2, (16,)), 3, 2)
         >>> model.sample(torch.zeros(4, 3), inference_steps=4).shape
         torch.Size([4, 2])
     """
@@ -61,11 +82,54 @@ class ShortcutModel(nn.Module):
         self.observation_dim = int(observation_dim)
         self.action_dim = int(action_dim)
         self.inference_steps = inference_steps
-        self._plan = velocity_layers(network, self.observation_dim)
+        self.splits_observation = isinstance(network, SplitVelocityNetwork)
+        split_at = getattr(network, "observation_dim", self.observation_dim)
+        if self.splits_observation and split_at != self.observation_dim:
+            raise ValueError(
+                f"The velocity network splits its input after {split_at} observation "
+                f"features, but the actor's observation_dim is {self.observation_dim}: build "
+                "both with the same observation size."
+            )
 
     inference_steps = PowerOfTwo(
         "Default number of Euler steps ``k`` used when a call does not give one."
     )
+
+    def observation_part(self, observation: torch.Tensor) -> torch.Tensor:
+        """What the velocity needs of the observation, computed once per observation.
+
+        The network's :meth:`SplitVelocityNetwork.observation_part` if it has one, else the
+        observation itself.
+        """
+        if self.splits_observation:
+            return self.network.observation_part(observation)
+        return observation
+
+    def velocity_from_part(
+        self,
+        observation_part: torch.Tensor,
+        x: torch.Tensor,
+        time: torch.Tensor | float,
+        step_code: torch.Tensor | float,
+    ) -> torch.Tensor:
+        """The velocity ``f(s, x, t, d)`` from :meth:`observation_part` of ``s``.
+
+        Args:
+            observation_part: from :meth:`observation_part`; its batch shape broadcasts to
+                ``x``'s.
+            x: the current point of the flow, ``[*B, action_dim]``.
+            time: ``t``, a float or a tensor broadcastable to ``[*B, 1]``.
+            step_code: ``d = log2(1 / step size)``, a float or a tensor broadcastable to
+                ``[*B, 1]``.
+
+        Returns:
+            The velocity, ``[*B, action_dim]``.
+        """
+        if self.splits_observation:
+            return self.network.velocity(observation_part, x, time, step_code)
+        observation = observation_part.expand(*x.shape[:-1], observation_part.shape[-1])
+        time, code = feature_column(time, x), feature_column(step_code, x)
+        return self.network(torch.cat([observation, x, time, code], dim=-1))
 
     def velocity(
         self,
@@ -86,8 +150,35 @@ class ShortcutModel(nn.Module):
         Returns:
             The velocity, ``[*B, action_dim]``.
         """
-        time, code = feature_column(time, x), feature_column(step_code, x)
-        return self.network(torch.cat([observation, x, time, code], dim=-1))
+        return self.velocity_from_part(self.observation_part(observation), x, time, step_code)
+
+    def sample_from_part(
+        self,
+        observation_part: torch.Tensor,
+        noise: torch.Tensor,
+        num_steps: int,
+        clip: bool = True,
+    ) -> torch.Tensor:
+        """The Euler sampler on validated inputs (see :meth:`sample`).
+
+        ``x = a0; for i in 0..k-1: x = x + f(s, x, i/k, log2 k) / k``, then clip to
+        ``[-1, 1]``.
+
+        Args:
+            observation_part: :meth:`observation_part` of the observations; its batch shape
+                broadcasts to the noise's.
+            noise: the starting point ``a0``, ``[*B, action_dim]``.
+            num_steps: ``k``, a power of two (not checked here).
+            clip: clip the result to ``[-1, 1]``.
+
+        Returns:
+            ``[*B, action_dim]``.
+        """
+        code = float(step_code(num_steps))
+        x = noise
+        for i in range(num_steps):
+            x = x + self.velocity_from_part(observation_part, x, i / num_steps, code) / num_steps
+        return x.clamp(-1.0, 1.0) if clip else x
 
     def sample(
         self,
@@ -100,15 +191,13 @@ class ShortcutModel(nn.Module):
 
         ``x = a0; for i in 0..k-1: x = x + f(s, x, i/k, log2 k) / k``, then clip to
         ``[-1, 1]``. Gradients flow through every step while grad mode is on (BPTT); wrap
-        the call in ``torch.no_grad()`` for plain inference. For the default MLP (and no
-        forward hooks) the observation's share of the first layer is computed once for all
-        ``k`` steps, which gives the same actions up to float rounding.
+        the call in ``torch.no_grad()`` for plain inference.
 
         Args:
             observation: ``[*B, observation_dim]``; with ``noise`` given, any shape that
                 broadcasts to the noise's batch shape (``[B, 1, obs]`` against ``[B, N,
-                act]`` samples ``N`` actions per observation, and the observation's share
-                of the first layer is then computed once per observation).
+                act]`` samples ``N`` actions per observation, and the observation is then
+                processed once per observation row).
             inference_steps: ``k`` (a power of two); the module default if ``None``.
             noise: the starting point ``a0``, ``[*B, action_dim]``; fresh standard
                 Gaussian noise if ``None``.
@@ -140,20 +229,7 @@ class ShortcutModel(nn.Module):
                     f"observation batch shape {list(observation.shape[:-1])} (the "
                     "observation must broadcast to the noise's batch shape)."
                 )
-        code = float(step_code(steps))
-        x = noise
-        if self._plan is not None and not has_hooks(self.network):
-            # Fast path: the observation part of the first layer is computed once (per
-            # observation row, broadcast over the candidates of a best-of-N batch).
-            params = list(self.network.parameters())
-            part = velocity_observation_part(self._plan, params, observation)
-            for i in range(steps):
-                x = x + velocity_forward(self._plan, params, part, x, i / steps, code) / steps
-        else:
-            observation = observation.expand(*x.shape[:-1], self.observation_dim)
-            for i in range(steps):
-                x = x + self.velocity(observation, x, i / steps, code) / steps
-        return x.clamp(-1.0, 1.0) if clip else x
+        return self.sample_from_part(self.observation_part(observation), noise, steps, clip)
 
     def forward(
         self,
@@ -181,7 +257,7 @@ class ShortcutActor(TensorDictModule):
         action_dim: size of the action vector.
         network: the velocity network, any module mapping
             ``[..., observation_dim + action_dim + 2]`` to ``[..., action_dim]``. Default:
-            :func:`~sorl_torchrl.modules.networks.make_velocity_mlp` with ``num_cells``.
+            :class:`~sorl_torchrl.modules.networks.VelocityMLP` with ``num_cells``.
         num_cells: hidden sizes of the default network (the paper's 4 x 512).
         inference_steps: default number of Euler steps ``k`` (paper: ``M_inf``); a call
             may override it with ``actor(td, inference_steps=8)``.
@@ -218,7 +294,7 @@ class ShortcutActor(TensorDictModule):
                 f"in_keys={list(in_keys)}, out_keys={list(out_keys)}."
             )
         if network is None:
-            network = make_velocity_mlp(observation_dim + action_dim + 2, action_dim, num_cells)
+            network = VelocityMLP(observation_dim, action_dim, num_cells)
         model = ShortcutModel(network, observation_dim, action_dim, inference_steps)
         super().__init__(model, in_keys=list(in_keys), out_keys=list(out_keys))
 

@@ -12,8 +12,7 @@ from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey, unravel_key
 
 from sorl_torchrl._validation import check_feature_dim
-from sorl_torchrl.modules.functional import feature_column
-from sorl_torchrl.modules.networks import DEFAULT_NUM_CELLS, EnsembleMLP
+from sorl_torchrl.modules.networks import DEFAULT_NUM_CELLS, EnsembleMLP, feature_column
 
 __all__ = ["QEnsemble", "aggregate_q"]
 

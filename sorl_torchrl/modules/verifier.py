@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
-from torch._dynamo import config as dynamo_config
 
+from sorl_torchrl._compile import CompiledMethod, compile_mode
 from sorl_torchrl._validation import (
     PowerOfTwo,
     check_feature_dim,
@@ -19,7 +18,6 @@ from sorl_torchrl._validation import (
 )
 from sorl_torchrl.modules.actor import ShortcutActor
 from sorl_torchrl.modules.critic import QAggregation, QEnsemble
-from sorl_torchrl.modules.functional import ensemble_forward, ensemble_layers, has_hooks
 
 __all__ = ["VerifierSampler"]
 
@@ -89,8 +87,6 @@ class VerifierSampler(TensorDictModuleBase):
             raise ValueError(f"q_agg must be 'mean' or 'min', got {q_agg!r}.")
         self.actor = actor
         self.critic = critic
-        # Fast scoring path for the default critic (exactly QEnsemble, default network).
-        self._critic_plan = ensemble_layers(critic.network) if type(critic) is QEnsemble else None
         self.num_candidates = num_candidates
         self.inference_steps = inference_steps
         self.q_agg = q_agg
@@ -121,19 +117,14 @@ class VerifierSampler(TensorDictModuleBase):
 
     inference_steps = PowerOfTwo("``k``, the Euler steps per candidate.")
 
-    #: Most graphs a compiled :meth:`select` builds in one process, one per combination of
-    #: batch shape, ``N`` and ``k`` (``torch._dynamo``'s own limit, 8, is raised to this
-    #: during the call). Past it, new combinations run eagerly.
-    max_compiled_graphs: int = 64
-
     def compile_select(self, mode: bool | str | None = "default") -> VerifierSampler:
         """Compile candidate sampling, scoring and selection with ``torch.compile``.
 
         The noise is drawn outside the graph, so a compiled sampler consumes the random
         stream like an eager one and returns the same actions up to float rounding. One
-        graph is built per batch shape, ``N`` and ``k`` (a few seconds each on a CPU); a
-        rollout with fixed sizes compiles once. If compilation fails, the sampler warns and
-        runs eagerly from then on.
+        graph is built per batch shape, ``N`` and ``k``; a rollout with fixed sizes compiles
+        once. If compilation fails, the sampler warns and runs eagerly from then on. A copy
+        or an unpickled sampler compiles its own graphs on its first call.
 
         Args:
             mode: a ``torch.compile`` mode (``"default"``, ``"max-autotune-no-cudagraphs"``,
@@ -151,28 +142,16 @@ class VerifierSampler(TensorDictModuleBase):
             >>> policy.compile_select(False).compile_mode is None
             True
         """
-        self.compile_mode = ("default" if mode is True else mode) or None
-        self._compiled_select: Callable | None = None
-        if self.compile_mode is not None:
-            self._compiled_select = torch.compile(
-                self._select_tensors, mode=self.compile_mode, dynamic=False
-            )
+        self.compile_mode = compile_mode(mode)
+        self._select = CompiledMethod(
+            "_select_tensors", self.compile_mode, what="VerifierSampler.select"
+        )
         return self
 
     @property
     def is_compiled(self) -> bool:
         """Whether :meth:`select` runs compiled (``False`` after a fallback to eager)."""
-        return self._compiled_select is not None
-
-    def __getstate__(self) -> dict:
-        # A compiled function does not pickle or deep-copy; the copy compiles again.
-        state = self.__dict__.copy()
-        state["_compiled_select"] = None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        self.compile_select(self.compile_mode)
+        return self._select.is_compiled
 
     @torch.no_grad()
     def select(
@@ -206,21 +185,7 @@ class VerifierSampler(TensorDictModuleBase):
                 f"noise must have shape {list(shape)} "
                 f"([*B, num_candidates, action_dim]), got {list(noise.shape)}."
             )
-        if self._compiled_select is not None:
-            limit = dynamo_config.recompile_limit
-            dynamo_config.recompile_limit = max(limit, self.max_compiled_graphs)
-            try:
-                return self._compiled_select(observation, noise, n, k)
-            except Exception as err:  # noqa: BLE001 - any compiler failure falls back
-                warnings.warn(
-                    f"torch.compile of VerifierSampler.select failed ({type(err).__name__}: "
-                    f"{err}); running it eagerly from now on.",
-                    stacklevel=2,
-                )
-                self._compiled_select = None
-            finally:
-                dynamo_config.recompile_limit = limit
-        return self._select_tensors(observation, noise, n, k)
+        return self._select(self, observation, noise, n, k)
 
     def _select_tensors(
         self, observation: torch.Tensor, noise: torch.Tensor, n: int, k: int
@@ -231,25 +196,12 @@ class VerifierSampler(TensorDictModuleBase):
         if n == 1 and not self.return_candidates:
             return candidates.squeeze(-2), candidates, None
         obs = observation.unsqueeze(-2).expand(*batch, n, observation.shape[-1])
-        scores = self.critic.aggregate(self._values(obs, candidates, k), self.q_agg).squeeze(-1)
+        values = self.critic.values(obs, candidates, float(k))
+        scores = self.critic.aggregate(values, self.q_agg).squeeze(-1)
         best = scores.argmax(dim=-1, keepdim=True)
         index = best.unsqueeze(-1).expand(*batch, 1, candidates.shape[-1])
         action = candidates.gather(-2, index).squeeze(-2)
         return action, candidates, scores
-
-    def _values(self, obs: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:
-        """``critic.values`` of the candidates, fast for the default critic.
-
-        The default critic's values are computed from its parameters directly (the loss's
-        fast path), which gives the same values up to float rounding.
-        """
-        critic = self.critic
-        if self._critic_plan is None or has_hooks(critic.network):
-            return critic.values(obs, candidates, float(k))
-        features = critic.features(obs, candidates, float(k))
-        flat = features.reshape(-1, features.shape[-1])
-        values = ensemble_forward(self._critic_plan, list(critic.network.parameters()), flat)
-        return values.reshape(critic.num_members, *features.shape[:-1], 1)
 
     def forward(
         self,

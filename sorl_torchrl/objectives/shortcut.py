@@ -10,9 +10,7 @@ checked against its equation; :meth:`ShortcutLoss.actor_loss` and
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,26 +18,12 @@ import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import dispatch
 from tensordict.utils import NestedKey, unravel_key
+from torch import nn
 from torchrl.objectives.common import LossModule
 
-from sorl_torchrl._validation import (
-    check_feature_dim,
-    check_finite,
-    check_power_of_two,
-    step_code,
-)
+from sorl_torchrl._validation import check_feature_dim, check_finite, check_power_of_two
 from sorl_torchrl.modules.actor import ShortcutActor
 from sorl_torchrl.modules.critic import QAggregation, QEnsemble, aggregate_q
-from sorl_torchrl.modules.functional import (
-    ensemble_forward,
-    ensemble_layers,
-    has_hooks,
-    velocity_forward,
-    velocity_layers,
-    velocity_observation_part,
-)
-
-Leaves = Sequence[torch.Tensor]
 
 __all__ = ["ShortcutLoss"]
 
@@ -76,12 +60,15 @@ class ShortcutLoss(LossModule):
     - ``sc_target_network="target"``: the SC target uses the EMA target actor (code); the
       paper writes the online actor (``"online"``, without gradient).
 
-    Fast path: when the actor's network is a plain MLP (``Linear`` / tanh-``GELU``, the
-    default) and the critic the default ensemble, and neither has forward hooks, the
-    losses run on the parameter tensors directly (no parameter swapping), compute the
-    observation part of the actor's first layer once per batch and weight set, and stack
-    the FM and SC predictions into one forward pass. Results equal the module path up to
-    float rounding. :meth:`compile_terms` additionally compiles the two loss bodies.
+    Every term evaluates the networks' own methods (the actor's
+    :meth:`~sorl_torchrl.modules.ShortcutModel.observation_part`,
+    :meth:`~sorl_torchrl.modules.ShortcutModel.velocity_from_part` and
+    :meth:`~sorl_torchrl.modules.ShortcutModel.sample_from_part`, the critic's
+    :meth:`~sorl_torchrl.QEnsemble.values`) with the online, target or pre-step parameters
+    swapped in by ``params.to_module(network, preserve_module_state=False)``. Within the
+    actor loss the online actor processes the observations once for the FM, SC and Q terms,
+    and the FM and SC predictions run as one stacked forward. :class:`SORLUpdateStep`
+    compiles the whole training iteration.
 
     Quirk (f) (the critic reads ``k`` itself, the actor ``log2 k``; ``Q(s, a, k)`` of the
     dataset action reuses the ``k`` of the next action) lives in :class:`QEnsemble`
@@ -103,8 +90,9 @@ class ShortcutLoss(LossModule):
         next_action_grad: quirk (a), see above.
         actor_q_agg: quirk (e), see above.
         sc_target_network: ``"target"`` or ``"online"``, see above.
-        validate_inputs: check keys, shapes and finiteness of every batch (one device sync
-            on GPU; switch off in compiled or CUDA-graphed steps once the data is trusted).
+        validate_inputs: also check that every batch is finite (one device synchronisation
+            per batch on a GPU). Keys and shapes are always checked. Switch it off for data
+            validated once when it was loaded, as the recipes do for OGBench buffers.
 
     Examples:
         >>> import torch
@@ -235,9 +223,6 @@ class ShortcutLoss(LossModule):
         self.action_dim = actor_network.action_dim
         self.convert_to_functional(actor_network, "actor_network", create_target_params=True)
         self.convert_to_functional(qvalue_network, "qvalue_network", create_target_params=True)
-        self._actor_plan = velocity_layers(actor_network.module.network, self.observation_dim)
-        self._critic_plan = ensemble_layers(qvalue_network.network)
-        self._compiled_terms: dict[str, Callable] = {}
 
     # ------------------------------------------------------------------ keys
     def _set_in_keys(self) -> None:
@@ -267,65 +252,20 @@ class ShortcutLoss(LossModule):
         """The step counts ``k`` the Q and TD losses draw from: ``1, 2, ..., M_BTT``."""
         return [2**i for i in range(int(math.log2(self.max_bptt_steps)) + 1)]
 
-    def _fast(self) -> bool:
-        """Whether the pure-tensor fast path applies (default networks, no hooks)."""
-        return (
-            self._actor_plan is not None
-            and self._critic_plan is not None
-            and not has_hooks(self.actor_network.module.network)
-            and not has_hooks(self.qvalue_network.network)
-        )
-
     @staticmethod
-    def _leaves(params: TensorDictBase, detach: bool = False) -> list[torch.Tensor]:
-        leaves = list(params.values(True, True))
-        return [p.detach() for p in leaves] if detach else leaves
+    def _swap(params: TensorDictBase, network: nn.Module) -> AbstractContextManager:
+        """Evaluate ``network`` with ``params`` for the duration of a ``with`` block."""
+        return params.to_module(network, preserve_module_state=False)
 
-    def _velocity(self, params, observation, x, time, code) -> torch.Tensor:
-        if self._fast():
-            leaves, plan = self._leaves(params), self._actor_plan
-            part = velocity_observation_part(plan, leaves, observation)
-            return velocity_forward(plan, leaves, part, x, time, code)
-        with params.to_module(self.actor_network):
-            return self.actor_network.velocity(observation, x, time, code)
+    @property
+    def _policy(self):
+        """The actor's ``ShortcutModel`` (its methods run with whichever params are swapped in)."""
+        return self.actor_network.module
 
-    def _sample(self, params, observation, num_steps, noise) -> torch.Tensor:
-        if self._fast():
-            return self._sample_leaves(self._leaves(params), observation, num_steps, noise)
-        with params.to_module(self.actor_network):
-            return self.actor_network.sample(observation, num_steps, noise)
-
-    def _q_values(self, params, observation, action, num_steps) -> torch.Tensor:
-        if self._fast():
-            return self._q_values_leaves(self._leaves(params), observation, action, num_steps)
-        with params.to_module(self.qvalue_network):
-            return self.qvalue_network.values(observation, action, float(num_steps))
-
-    # Pure-tensor versions (fast path): parameters as flat lists in module order.
-    def _sample_leaves(
-        self,
-        leaves: Leaves,
-        observation: torch.Tensor,
-        num_steps: int,
-        noise: torch.Tensor,
-        observation_part: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        plan = self._actor_plan
-        if observation_part is None:
-            observation_part = velocity_observation_part(plan, leaves, observation)
-        code = float(step_code(num_steps))
-        x = noise
-        for i in range(num_steps):
-            x = x + velocity_forward(plan, leaves, observation_part, x, i / num_steps, code) / (
-                num_steps
-            )
-        return x.clamp(-1.0, 1.0)
-
-    def _q_values_leaves(
-        self, leaves: Leaves, observation: torch.Tensor, action: torch.Tensor, num_steps: int
-    ) -> torch.Tensor:
-        features = self.qvalue_network.features(observation, action, float(num_steps))
-        return ensemble_forward(self._critic_plan, leaves, features)
+    def _sc_actor_params(self) -> TensorDictBase:
+        if self.sc_target_network == "target":
+            return self.target_actor_network_params
+        return self.actor_network_params.detach()
 
     def interpolate(
         self, noise: torch.Tensor, action: torch.Tensor, time: torch.Tensor
@@ -360,6 +300,141 @@ class ShortcutLoss(LossModule):
         choices = self.bptt_step_choices
         return choices[int(torch.randint(len(choices), ()))]
 
+    # ------------------------------------------------------------------ the math, once
+    def _flow_errors(
+        self,
+        observation_part: torch.Tensor,
+        rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+    ) -> list[torch.Tensor]:
+        """Mean squared velocity errors of several ``(x_t, t, d, target)`` row blocks.
+
+        All blocks share the online actor and the observations, so they run as one stacked
+        forward. Call with the online actor's parameters swapped in.
+        """
+        if len(rows) == 1:
+            x, time, code, _ = rows[0]
+            preds = [self._policy.velocity_from_part(observation_part, x, time, code)]
+        else:
+            xs, times, codes, _ = zip(*rows)
+            stacked = self._policy.velocity_from_part(
+                torch.cat([observation_part] * len(rows)),
+                torch.cat(xs),
+                torch.cat(times),
+                torch.cat(codes),
+            )
+            preds = stacked.chunk(len(rows))
+        return [(pred - row[3]).pow(2).mean() for pred, row in zip(preds, rows)]
+
+    def _flow_matching_row(
+        self, noise: torch.Tensor, action: torch.Tensor, time: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        x_t, target = self.interpolate(noise, action, time)
+        code = torch.full_like(time, math.log2(self.discretization_steps))
+        return x_t, time, code, target
+
+    def _self_consistency_row(
+        self,
+        observation: torch.Tensor,
+        noise: torch.Tensor,
+        action: torch.Tensor,
+        time: torch.Tensor,
+        step_code: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        x_t, _ = self.interpolate(noise, action, time)
+        return x_t, time, step_code, self.self_consistency_target(observation, x_t, time, step_code)
+
+    def self_consistency_target(
+        self,
+        observation: torch.Tensor,
+        x_t: torch.Tensor,
+        time: torch.Tensor,
+        step_code: torch.Tensor,
+    ) -> torch.Tensor:
+        """Two half steps of size ``h/2`` (code ``d + 1``) averaged: ``(v1 + v2) / 2``, no grad.
+
+        Uses the target actor (``sc_target_network="target"``) or the online one.
+        """
+        policy = self._policy
+        half = 0.5 * torch.exp2(-step_code)
+        with torch.no_grad(), self._swap(self._sc_actor_params(), self.actor_network):
+            part = policy.observation_part(observation)
+            v1 = policy.velocity_from_part(part, x_t, time, step_code + 1)
+            v2 = policy.velocity_from_part(part, x_t + half * v1, time + half, step_code + 1)
+        return 0.5 * (v1 + v2)
+
+    def _score_policy(
+        self,
+        observation: torch.Tensor,
+        action: torch.Tensor,
+        num_steps: int,
+        qvalue_params: TensorDictBase | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The Q loss of policy actions: ``lam * -mean(Q)``, no gradient into the critic."""
+        params = self.qvalue_network_params if qvalue_params is None else qvalue_params
+        with self._swap(params.detach(), self.qvalue_network):
+            values = self.qvalue_network.values(observation, action, float(num_steps))
+        q = aggregate_q(values, self.actor_q_agg or self.q_agg)
+        loss = -q.mean()
+        lam = (1.0 / q.abs().mean()).detach() if self.normalize_q_loss else torch.ones_like(loss)
+        return lam * loss, q, lam
+
+    def _critic_objective(
+        self,
+        observation: torch.Tensor,
+        action: torch.Tensor,
+        next_observation: torch.Tensor,
+        reward: torch.Tensor,
+        mask: torch.Tensor,
+        noise: torch.Tensor,
+        num_steps: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The body of :meth:`td_loss` (compiled whole by the update step)."""
+        policy, critic = self._policy, self.qvalue_network
+        grad = nullcontext() if self.next_action_grad else torch.no_grad()
+        with grad, self._swap(self.actor_network_params, self.actor_network):
+            part = policy.observation_part(next_observation)
+            next_action = policy.sample_from_part(part, noise, num_steps)
+        with self._swap(self.target_qvalue_network_params, critic):
+            next_values = critic.values(next_observation, next_action, float(num_steps))
+        target = reward + self.discount * mask * aggregate_q(next_values, self.q_agg)
+        if not self.next_action_grad:
+            target = target.detach()
+        with self._swap(self.qvalue_network_params, critic):
+            q = critic.values(observation, action, float(num_steps))
+        return (q - target).pow(2).mean(), q, target
+
+    def _actor_objective(
+        self,
+        observation: torch.Tensor,
+        action: torch.Tensor,
+        fm_noise: torch.Tensor,
+        fm_time: torch.Tensor,
+        sc_noise: torch.Tensor,
+        sc_time: torch.Tensor,
+        step_codes: torch.Tensor,
+        q_noise: torch.Tensor,
+        num_steps: int,
+        qvalue_params: TensorDictBase | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """FM, SC and Q loss on one batch (compiled whole by the update step).
+
+        The online actor processes the observations once for the three terms; the FM and
+        SC predictions run as one stacked forward.
+
+        Returns:
+            ``(fm, sc, q_loss, q, lam)`` as :meth:`flow_matching_loss`,
+            :meth:`self_consistency_loss` and :meth:`q_loss` would return them.
+        """
+        policy = self._policy
+        sc_row = self._self_consistency_row(observation, sc_noise, action, sc_time, step_codes)
+        with self._swap(self.actor_network_params, self.actor_network):
+            part = policy.observation_part(observation)
+            fm_row = self._flow_matching_row(fm_noise, action, fm_time)
+            fm, sc = self._flow_errors(part, [fm_row, sc_row])
+            policy_action = policy.sample_from_part(part, q_noise, num_steps)
+        q_loss, q, lam = self._score_policy(observation, policy_action, num_steps, qvalue_params)
+        return fm, sc, q_loss, q, lam
+
     # ------------------------------------------------------------------ loss terms
     def flow_matching_loss(
         self,
@@ -376,33 +451,10 @@ class ShortcutLoss(LossModule):
             noise: ``a0``, ``[B, act]``.
             time: ``t``, ``[B, 1]`` (on the grid ``k / M`` in training).
         """
-        x_t, target = self.interpolate(noise, action, time)
-        code = math.log2(self.discretization_steps)
-        pred = self._velocity(self.actor_network_params, observation, x_t, time, code)
-        return (pred - target).pow(2).mean()
-
-    def self_consistency_target(
-        self,
-        observation: torch.Tensor,
-        x_t: torch.Tensor,
-        time: torch.Tensor,
-        step_code: torch.Tensor,
-    ) -> torch.Tensor:
-        """Two half steps of size ``h/2`` (code ``d + 1``) averaged: ``(v1 + v2) / 2``, no grad."""
-        params = (
-            self.target_actor_network_params
-            if self.sc_target_network == "target"
-            else self.actor_network_params.detach()
-        )
-        half = 0.5 * torch.exp2(-step_code)
-        if self._fast():
-            with torch.no_grad():
-                leaves = self._leaves(params)
-                return self._sc_target_leaves(leaves, observation, x_t, time, step_code)
-        with torch.no_grad():
-            v1 = self._velocity(params, observation, x_t, time, step_code + 1)
-            v2 = self._velocity(params, observation, x_t + half * v1, time + half, step_code + 1)
-        return 0.5 * (v1 + v2)
+        with self._swap(self.actor_network_params, self.actor_network):
+            part = self._policy.observation_part(observation)
+            (fm,) = self._flow_errors(part, [self._flow_matching_row(noise, action, time)])
+        return fm
 
     def self_consistency_loss(
         self,
@@ -421,10 +473,10 @@ class ShortcutLoss(LossModule):
             time: ``t``, ``[B, 1]`` (on the grid of step ``2^-d`` in training).
             step_code: ``d``, ``[B, 1]`` (float).
         """
-        x_t, _ = self.interpolate(noise, action, time)
-        target = self.self_consistency_target(observation, x_t, time, step_code)
-        pred = self._velocity(self.actor_network_params, observation, x_t, time, step_code)
-        return (pred - target).pow(2).mean()
+        row = self._self_consistency_row(observation, noise, action, time, step_code)
+        with self._swap(self.actor_network_params, self.actor_network):
+            (sc,) = self._flow_errors(self._policy.observation_part(observation), [row])
+        return sc
 
     def q_loss(
         self,
@@ -445,13 +497,11 @@ class ShortcutLoss(LossModule):
         Returns:
             ``(q_loss, q [B, 1], lam)`` where ``lam`` is the normalisation factor (1 if off).
         """
-        params = self.qvalue_network_params if qvalue_params is None else qvalue_params
-        action = self._sample(self.actor_network_params, observation, num_steps, noise)
-        values = self._q_values(params.detach(), observation, action, num_steps)
-        q = aggregate_q(values, self.actor_q_agg or self.q_agg)
-        loss = -q.mean()
-        lam = (1.0 / q.abs().mean()).detach() if self.normalize_q_loss else torch.ones_like(loss)
-        return lam * loss, q, lam
+        num_steps = check_power_of_two(num_steps, "num_steps")
+        policy = self._policy
+        with self._swap(self.actor_network_params, self.actor_network):
+            action = policy.sample_from_part(policy.observation_part(observation), noise, num_steps)
+        return self._score_policy(observation, action, num_steps, qvalue_params)
 
     def td_loss(
         self,
@@ -477,185 +527,22 @@ class ShortcutLoss(LossModule):
         Returns:
             ``(loss, q [E, B, 1], y [B, 1])``.
         """
-        if self._fast():
-            return self._run_terms(
-                "td",
-                observation,
-                action,
-                next_observation,
-                reward,
-                mask,
-                noise,
-                num_steps,
-                self._leaves(self.actor_network_params),
-                self._leaves(self.target_qvalue_network_params),
-                self._leaves(self.qvalue_network_params),
-            )
-        grad = nullcontext() if self.next_action_grad else torch.no_grad()
-        with grad:
-            next_action = self._sample(
-                self.actor_network_params, next_observation, num_steps, noise
-            )
-        next_values = self._q_values(
-            self.target_qvalue_network_params, next_observation, next_action, num_steps
+        num_steps = check_power_of_two(num_steps, "num_steps")
+        return self._critic_objective(
+            observation, action, next_observation, reward, mask, noise, num_steps
         )
-        target = reward + self.discount * mask * aggregate_q(next_values, self.q_agg)
-        if not self.next_action_grad:
-            target = target.detach()
-        q = self._q_values(self.qvalue_network_params, observation, action, num_steps)
-        return (q - target).pow(2).mean(), q, target
 
-    # ------------------------------------------------------------------ fast path bodies
-    def _sc_target_leaves(
-        self,
-        leaves: Leaves,
-        observation: torch.Tensor,
-        x_t: torch.Tensor,
-        time: torch.Tensor,
-        step_code: torch.Tensor,
-    ) -> torch.Tensor:
-        plan = self._actor_plan
-        part = velocity_observation_part(plan, leaves, observation)
-        half = 0.5 * torch.exp2(-step_code)
-        v1 = velocity_forward(plan, leaves, part, x_t, time, step_code + 1)
-        v2 = velocity_forward(plan, leaves, part, x_t + half * v1, time + half, step_code + 1)
-        return 0.5 * (v1 + v2)
+    # ------------------------------------------------------------------ batches
+    def read_batch(self, tensordict: TensorDictBase) -> dict[str, torch.Tensor]:
+        """The tensors the losses read from a TED batch, flattened to one batch dim.
 
-    def _td_terms(
-        self,
-        observation: torch.Tensor,
-        action: torch.Tensor,
-        next_observation: torch.Tensor,
-        reward: torch.Tensor,
-        mask: torch.Tensor,
-        noise: torch.Tensor,
-        num_steps: int,
-        actor: Leaves,
-        target_critic: Leaves,
-        critic: Leaves,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`td_loss` on parameter lists (the body that :meth:`compile_terms` compiles)."""
-        grad = nullcontext() if self.next_action_grad else torch.no_grad()
-        with grad:
-            next_action = self._sample_leaves(actor, next_observation, num_steps, noise)
-        next_values = self._q_values_leaves(target_critic, next_observation, next_action, num_steps)
-        target = reward + self.discount * mask * aggregate_q(next_values, self.q_agg)
-        if not self.next_action_grad:
-            target = target.detach()
-        q = self._q_values_leaves(critic, observation, action, num_steps)
-        return (q - target).pow(2).mean(), q, target
-
-    def _actor_terms(
-        self,
-        observation: torch.Tensor,
-        action: torch.Tensor,
-        fm_noise: torch.Tensor,
-        fm_time: torch.Tensor,
-        sc_noise: torch.Tensor,
-        sc_time: torch.Tensor,
-        step_codes: torch.Tensor,
-        q_noise: torch.Tensor,
-        num_steps: int,
-        actor: Leaves,
-        sc_target_actor: Leaves,
-        critic: Leaves,
-    ) -> tuple[torch.Tensor, ...]:
-        """FM, SC and Q loss on parameter lists, sharing work between the three terms.
-
-        The observation part of the online actor's first layer is computed once for FM,
-        SC and the Q-loss sample; the FM and SC predictions run as one stacked forward.
-        ``sc_target_actor`` and ``critic`` must be detached.
+        Keys and shapes are always checked (no device synchronisation); values are checked
+        to be finite when ``validate_inputs`` is on. ``terminated`` becomes the float
+        ``mask = 1 - terminated``.
 
         Returns:
-            ``(fm, sc, q_loss, q, lam)`` as in :meth:`flow_matching_loss`,
-            :meth:`self_consistency_loss` and :meth:`q_loss`.
+            ``{"observation", "action", "next_observation", "reward", "mask"}``.
         """
-        plan = self._actor_plan
-        size = observation.shape[0]
-        part = velocity_observation_part(plan, actor, observation)
-        x_sc, _ = self.interpolate(sc_noise, action, sc_time)
-        with torch.no_grad():
-            sc_target = self._sc_target_leaves(
-                sc_target_actor, observation, x_sc, sc_time, step_codes
-            )
-        x_fm, fm_target = self.interpolate(fm_noise, action, fm_time)
-        fm_code = torch.full_like(fm_time, math.log2(self.discretization_steps))
-        pred = velocity_forward(
-            plan,
-            actor,
-            torch.cat([part, part]),
-            torch.cat([x_fm, x_sc]),
-            torch.cat([fm_time, sc_time]),
-            torch.cat([fm_code, step_codes]),
-        )
-        fm = (pred[:size] - fm_target).pow(2).mean()
-        sc = (pred[size:] - sc_target).pow(2).mean()
-        policy_action = self._sample_leaves(actor, observation, num_steps, q_noise, part)
-        values = self._q_values_leaves(critic, observation, policy_action, num_steps)
-        q = aggregate_q(values, self.actor_q_agg or self.q_agg)
-        q_loss = -q.mean()
-        lam = (1.0 / q.abs().mean()).detach() if self.normalize_q_loss else torch.ones_like(q_loss)
-        return fm, sc, lam * q_loss, q, lam
-
-    def _run_terms(self, name: str, *args):
-        compiled = self._compiled_terms.get(name)
-        if compiled is not None:
-            try:
-                return compiled(*args)
-            except Exception as err:  # noqa: BLE001 - any compiler failure falls back
-                warnings.warn(
-                    f"torch.compile of the SORL {name} loss failed ({type(err).__name__}: "
-                    f"{err}); running it eagerly from now on.",
-                    stacklevel=3,
-                )
-                self._compiled_terms.pop(name)
-        return getattr(self, f"_{name}_terms")(*args)
-
-    @property
-    def compiled_terms(self) -> tuple[str, ...]:
-        """The loss bodies that run compiled (``"actor"``, ``"td"``); empty when eager.
-
-        A body whose compilation failed has fallen back to eager and is no longer listed.
-        """
-        return tuple(sorted(self._compiled_terms))
-
-    def compile_terms(
-        self, mode: str | None = "default", *, fullgraph: bool = True
-    ) -> ShortcutLoss:
-        """Compile the TD and actor loss bodies with ``torch.compile``.
-
-        One graph is built per step count ``k`` (``k`` is a Python int, so at most
-        ``log2(M_BTT) + 1`` graphs per loss), forward and backward. The random draws stay
-        outside the graphs, so a compiled loss consumes the random stream exactly like an
-        eager one and gives the same values up to float rounding. If compilation fails the
-        loss warns and runs eagerly. Only the fast path (default networks) is compiled.
-
-        Args:
-            mode: a ``torch.compile`` mode (``"default"``, ``"max-autotune-no-cudagraphs"``,
-                ``"reduce-overhead"`` for CUDA graphs, ...); ``None`` removes compilation.
-            fullgraph: require one graph without breaks (fall back to eager otherwise).
-
-        Returns:
-            ``self``.
-        """
-        self._compiled_terms.clear()
-        if mode is None:
-            return self
-        if self._actor_plan is None or self._critic_plan is None:
-            warnings.warn(
-                "compile_terms: the networks are not the default MLPs, so the loss keeps "
-                "running eagerly through the modules.",
-                stacklevel=2,
-            )
-            return self
-        for name in ("td", "actor"):
-            self._compiled_terms[name] = torch.compile(
-                getattr(self, f"_{name}_terms"), mode=mode, fullgraph=fullgraph, dynamic=False
-            )
-        return self
-
-    # ------------------------------------------------------------------ batch-level losses
-    def _read_batch(self, tensordict: TensorDictBase) -> dict[str, torch.Tensor]:
         keys = self.tensor_keys
         wanted = {
             "observation": keys.observation,
@@ -675,16 +562,75 @@ class ShortcutLoss(LossModule):
         batch = {name: tensordict.get(key) for name, key in wanted.items()}
         if tensordict.batch_dims != 1:
             batch = {k: v.reshape(-1, *v.shape[tensordict.batch_dims :]) for k, v in batch.items()}
+        check_feature_dim(batch["observation"], self.observation_dim, "observation")
+        check_feature_dim(batch["next_observation"], self.observation_dim, "next observation")
+        check_feature_dim(batch["action"], self.action_dim, "action")
+        check_feature_dim(batch["reward"], 1, "reward")
+        check_feature_dim(batch["terminated"], 1, "terminated")
         if self.validate_inputs:
-            check_feature_dim(batch["observation"], self.observation_dim, "observation")
-            check_feature_dim(batch["next_observation"], self.observation_dim, "next observation")
-            check_feature_dim(batch["action"], self.action_dim, "action")
-            check_feature_dim(batch["reward"], 1, "reward")
-            check_feature_dim(batch["terminated"], 1, "terminated")
             for name in ("observation", "action", "next_observation", "reward"):
                 check_finite(batch[name], name)
         batch["mask"] = 1.0 - batch.pop("terminated").to(batch["reward"].dtype)
         return batch
+
+    def draw_critic_randomness(self, batch: dict[str, torch.Tensor]) -> dict:
+        """The critic loss's random draws, in their fixed order: ``k``, then the noise."""
+        num_steps = self.draw_num_steps()
+        return {"noise": torch.randn_like(batch["action"]), "num_steps": num_steps}
+
+    def draw_actor_randomness(self, batch: dict[str, torch.Tensor]) -> dict:
+        """The actor loss's random draws, in their fixed order (FM, SC, then ``k`` and Q)."""
+        obs, action = batch["observation"], batch["action"]
+        size, device, m = obs.shape[0], obs.device, self.discretization_steps
+        fm_time = torch.randint(m, (size, 1), device=device).to(obs.dtype) / m
+        fm_noise = torch.randn_like(action)
+        codes = self.self_consistency_step_codes(size, device).to(obs.dtype)
+        sections = torch.exp2(codes)
+        sc_time = torch.floor(torch.rand_like(codes) * sections) / sections
+        sc_noise = torch.randn_like(action)
+        num_steps = self.draw_num_steps()
+        return {
+            "fm_noise": fm_noise,
+            "fm_time": fm_time,
+            "sc_noise": sc_noise,
+            "sc_time": sc_time,
+            "step_codes": codes,
+            "q_noise": torch.randn_like(action),
+            "num_steps": num_steps,
+        }
+
+    def critic_metadata(
+        self, q: torch.Tensor, target: torch.Tensor, num_steps: int
+    ) -> dict[str, torch.Tensor]:
+        """Detached critic diagnostics, with the per-sample ``td_error`` ``[B]``."""
+        td_error = (q - target).detach()
+        return {
+            "q_mean": q.detach().mean(),
+            "q_min": q.detach().min(),
+            "q_max": q.detach().max(),
+            "td_error_mean": td_error.mean(),
+            "td_error_std": td_error.std(),
+            "target_value": target.detach().mean(),
+            "critic_bptt_steps": torch.full((), float(num_steps), device=q.device),
+            "td_error": td_error.abs().mean(0).squeeze(-1),
+        }
+
+    def actor_metadata(self, terms: tuple[torch.Tensor, ...], num_steps: int) -> dict:
+        """Detached actor diagnostics from :meth:`_actor_objective`'s terms."""
+        fm, sc, q_loss, q, lam = terms
+        return {
+            "fm_loss": fm.detach(),
+            "sc_loss": sc.detach(),
+            "q_loss": q_loss.detach(),
+            "q_policy": q.detach().mean(),
+            "lambda": lam.detach(),
+            "actor_bptt_steps": torch.full((), float(num_steps), device=fm.device),
+        }
+
+    def combine_actor_terms(self, terms: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """``fm_coef * FM + alpha * SC + q_loss_coef * Q_loss``."""
+        fm, sc, q_loss = terms[:3]
+        return self.fm_coef * fm + self.alpha * sc + self.q_loss_coef * q_loss
 
     def actor_loss(
         self, tensordict: TensorDictBase, qvalue_params: TensorDictBase | None = None
@@ -699,56 +645,12 @@ class ShortcutLoss(LossModule):
         Returns:
             ``(loss, detached diagnostics)``.
         """
-        batch = self._read_batch(tensordict)
-        obs, action = batch["observation"], batch["action"]
-        size, device = obs.shape[0], obs.device
-        m = self.discretization_steps
-        # All randomness is drawn first, in a fixed order, so that every execution mode
-        # (module path, fast path, compiled) consumes the same random stream.
-        fm_time = torch.randint(m, (size, 1), device=device).to(obs.dtype) / m
-        fm_noise = torch.randn_like(action)
-        codes = self.self_consistency_step_codes(size, device).to(obs.dtype)
-        sections = torch.exp2(codes)
-        sc_time = torch.floor(torch.rand_like(codes) * sections) / sections
-        sc_noise = torch.randn_like(action)
-        num_steps = self.draw_num_steps()
-        q_noise = torch.randn_like(action)
-        if self._fast():
-            critic = self.qvalue_network_params if qvalue_params is None else qvalue_params
-            sc_actor = (
-                self.target_actor_network_params
-                if self.sc_target_network == "target"
-                else self.actor_network_params
-            )
-            fm, sc, q_loss, q, lam = self._run_terms(
-                "actor",
-                obs,
-                action,
-                fm_noise,
-                fm_time,
-                sc_noise,
-                sc_time,
-                codes,
-                q_noise,
-                num_steps,
-                self._leaves(self.actor_network_params),
-                self._leaves(sc_actor, detach=True),
-                self._leaves(critic, detach=True),
-            )
-        else:
-            fm = self.flow_matching_loss(obs, action, fm_noise, fm_time)
-            sc = self.self_consistency_loss(obs, action, sc_noise, sc_time, codes)
-            q_loss, q, lam = self.q_loss(obs, q_noise, num_steps, qvalue_params)
-        loss = self.fm_coef * fm + self.alpha * sc + self.q_loss_coef * q_loss
-        metadata = {
-            "fm_loss": fm.detach(),
-            "sc_loss": sc.detach(),
-            "q_loss": q_loss.detach(),
-            "q_policy": q.detach().mean(),
-            "lambda": lam.detach(),
-            "actor_bptt_steps": torch.full((), float(num_steps), device=device),
-        }
-        return loss, metadata
+        batch = self.read_batch(tensordict)
+        draws = self.draw_actor_randomness(batch)
+        terms = self._actor_objective(
+            batch["observation"], batch["action"], **draws, qvalue_params=qvalue_params
+        )
+        return self.combine_actor_terms(terms), self.actor_metadata(terms, draws["num_steps"])
 
     def qvalue_loss(
         self, tensordict: TensorDictBase
@@ -759,30 +661,10 @@ class ShortcutLoss(LossModule):
             ``(loss, detached diagnostics)``; diagnostics include the per-sample
             ``td_error`` (``|Q - y|`` averaged over members) for prioritized replay.
         """
-        batch = self._read_batch(tensordict)
-        num_steps = self.draw_num_steps()
-        noise = torch.randn_like(batch["action"])
-        loss, q, target = self.td_loss(
-            batch["observation"],
-            batch["action"],
-            batch["next_observation"],
-            batch["reward"],
-            batch["mask"],
-            noise,
-            num_steps,
-        )
-        td_error = (q - target).detach()
-        metadata = {
-            "q_mean": q.detach().mean(),
-            "q_min": q.detach().min(),
-            "q_max": q.detach().max(),
-            "td_error_mean": td_error.mean(),
-            "td_error_std": td_error.std(),
-            "target_value": target.detach().mean(),
-            "critic_bptt_steps": torch.full((), float(num_steps), device=q.device),
-            "td_error": td_error.abs().mean(0).squeeze(-1),
-        }
-        return loss, metadata
+        batch = self.read_batch(tensordict)
+        draws = self.draw_critic_randomness(batch)
+        loss, q, target = self._critic_objective(**batch, **draws)
+        return loss, self.critic_metadata(q, target, draws["num_steps"])
 
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:

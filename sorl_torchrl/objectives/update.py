@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
+import copy
 from collections.abc import Callable, Iterable
 
 import torch
@@ -10,6 +10,7 @@ from tensordict import TensorDict, TensorDictBase
 from torch import nn
 from torchrl.objectives import SoftUpdate
 
+from sorl_torchrl._compile import CompiledMethod, compile_mode
 from sorl_torchrl.objectives.shortcut import ShortcutLoss
 
 __all__ = ["SORLUpdateStep", "default_adam"]
@@ -67,12 +68,32 @@ class SORLUpdateStep:
         shared_optimizer: quirk (b).
         actor_uses_pre_step_critic: quirk (c).
         targets_track_pre_step_weights: quirk (d).
-        compile: compile the loss bodies with ``torch.compile`` (see
-            :meth:`ShortcutLoss.compile_terms`): ``False`` (default) runs eagerly on the
-            fast path, ``True`` uses mode ``"default"``, a string names the mode (e.g.
+        compile: compile the training iteration with ``torch.compile``: ``False`` (default)
+            runs eagerly, ``True`` uses mode ``"default"``, a string names the mode (e.g.
             ``"max-autotune-no-cudagraphs"``, or ``"reduce-overhead"`` for CUDA graphs on a
-            GPU). Compilation takes tens of seconds per step count ``k`` on a CPU; a
-            failure warns and falls back to eager.
+            GPU). See "Compilation" below.
+
+    Compilation:
+        The critic loss and the actor loss each run as one compiled graph per step count
+        ``k`` (at most ``log2(M_BTT) + 1`` graphs each), forward and, through AOTAutograd,
+        backward. What stays outside the graphs, and why:
+
+        - the random draws (``k``, noise, times), so that a compiled step consumes the
+          random stream exactly like an eager one and gives the same values up to float
+          rounding; ``k`` chooses the graph;
+        - the ``backward()`` calls: dynamo cannot trace ``Tensor.backward`` into a graph,
+          so each runs the backward graph compiled with its forward;
+        - the optimizer steps (gradient clip, Adam, target updates): ``Optimizer.step``
+          breaks dynamo's graph on purpose, so it could only be a graph of its own, and the
+          fused Adam kernel with the ``foreach`` clip and target updates runs faster eagerly
+          than inductor's compiled optimizer (``benchmarks/optimizer_step.py``);
+        - reading and checking the batch, and the zero gradients that quirk (b) gives the
+          parameters a loss does not reach: plain Python.
+
+        Each graph is built with ``fullgraph=True``: it compiles before any of it runs or
+        not at all, and a graph that fails to compile warns and runs eagerly from then on
+        (:attr:`compile_failures` says why). Compiled functions belong to their instance: a
+        copy, or an unpickled update step, compiles its own on its first call.
 
     Examples:
         >>> import torch
@@ -112,42 +133,105 @@ class SORLUpdateStep:
         self.actor_uses_pre_step_critic = actor_uses_pre_step_critic
         self.targets_track_pre_step_weights = targets_track_pre_step_weights
         factory = optimizer_factory or (lambda params: default_adam(params, lr))
-        self.actor_params = list(loss.actor_network_params.values(True, True))
-        self.critic_params = list(loss.qvalue_network_params.values(True, True))
+        actor = list(loss.actor_network_params.values(True, True))
+        critic = list(loss.qvalue_network_params.values(True, True))
         if shared_optimizer:
-            self.optimizers = {"shared": factory(self.actor_params + self.critic_params)}
+            self.optimizers = {"shared": factory(actor + critic)}
         else:
-            self.optimizers = {
-                "critic": factory(self.critic_params),
-                "actor": factory(self.actor_params),
-            }
+            self.optimizers = {"critic": factory(critic), "actor": factory(actor)}
         # Marks the loss's target params as updated (and does the plain soft update).
         self.target_updater = SoftUpdate(loss, tau=tau)
-        self._target_actor = list(loss.target_actor_network_params.values(True, True))
-        self._target_critic = list(loss.target_qvalue_network_params.values(True, True))
         # Buffers for the pre-step weights (quirks (c) and (d)); allocated once.
         self._pre_critic = loss.qvalue_network_params.data.clone()
+        self._pre_actor = loss.actor_network_params.data.clone()
+        self._bind()
+        self.compile_mode = compile_mode(compile)
+        self._compiled = {
+            name: CompiledMethod(name, self.compile_mode, what=f"SORLUpdateStep.{name}")
+            for name in ("_critic_forward", "_actor_forward")
+        }
+
+    def _bind(self) -> None:
+        """The lists of parameters, targets and views the iteration works on.
+
+        Built once (not in every iteration), and again after unpickling, since views of
+        the online weights do not survive a pickle as views.
+        """
+        loss = self.loss
+        self.actor_params = list(loss.actor_network_params.values(True, True))
+        self.critic_params = list(loss.qvalue_network_params.values(True, True))
+        self._target_actor = list(loss.target_actor_network_params.values(True, True))
+        self._target_critic = list(loss.target_qvalue_network_params.values(True, True))
         self._pre_critic_list = list(self._pre_critic.values(True, True))
-        self._pre_actor_list = [p.detach().clone() for p in self.actor_params]
-        # Detached views of the online weights (optimizers update them in place), and the
-        # parameters each step clips, built once rather than in every iteration.
+        self._pre_actor_list = list(self._pre_actor.values(True, True))
+        # Detached views of the online weights (the optimizers update them in place).
         self._critic_data = [p.detach() for p in self.critic_params]
         self._actor_data = [p.detach() for p in self.actor_params]
         everything = self.actor_params + self.critic_params
         self._clipped = {
-            "critic": everything if shared_optimizer else self.critic_params,
-            "actor": everything if shared_optimizer else self.actor_params,
+            "critic": everything if self.shared_optimizer else self.critic_params,
+            "actor": everything if self.shared_optimizer else self.actor_params,
         }
-        self.compile_mode = ("default" if compile is True else compile) or None
-        if self.compile_mode is not None:
-            if not hasattr(torch, "compile"):
-                warnings.warn("torch.compile is unavailable: running eagerly.", stacklevel=2)
-            else:
-                loss.compile_terms(self.compile_mode)
 
-    def _step(self, which: str, loss_value: torch.Tensor) -> None:
-        name = "shared" if self.shared_optimizer else which
-        optimizer = self.optimizers[name]
+    _BOUND = (
+        "actor_params",
+        "critic_params",
+        "_target_actor",
+        "_target_critic",
+        "_pre_critic_list",
+        "_pre_actor_list",
+        "_critic_data",
+        "_actor_data",
+        "_clipped",
+    )
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._BOUND}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind()
+
+    def __deepcopy__(self, memo: dict) -> SORLUpdateStep:
+        # The loss first, then its parameters entered in the memo, so that the copied
+        # optimizers step the copied parameters: a TensorDictParams' copy does not leave
+        # its final leaves in the memo.
+        loss = copy.deepcopy(self.loss, memo)
+        for old, new in zip(self.loss.parameters(), loss.parameters()):
+            memo[id(old)] = new
+        twin = object.__new__(type(self))
+        memo[id(self)] = twin
+        twin.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return twin
+
+    @property
+    def is_compiled(self) -> bool:
+        """Whether both losses run compiled (``False`` when eager or after a fallback)."""
+        return all(compiled.is_compiled for compiled in self._compiled.values())
+
+    @property
+    def compile_failures(self) -> dict[str, str]:
+        """Why each graph that fell back to eager failed to compile (empty when none did)."""
+        return {name: c.failure for name, c in self._compiled.items() if c.failure is not None}
+
+    def _run(self, name: str, *args):
+        return self._compiled[name](self, *args)
+
+    # ------------------------------------------------------------------ the pieces
+    def _critic_forward(self, observation, action, next_observation, reward, mask, noise, k):
+        loss_value, q, target = self.loss._critic_objective(
+            observation, action, next_observation, reward, mask, noise, k
+        )
+        return loss_value, self.loss.critic_metadata(q, target, k)
+
+    def _actor_forward(self, observation, action, draws: dict, k: int):
+        critic = self._pre_critic if self.actor_uses_pre_step_critic else None
+        terms = self.loss._actor_objective(
+            observation, action, **draws, num_steps=k, qvalue_params=critic
+        )
+        return self.loss.combine_actor_terms(terms), self.loss.actor_metadata(terms, k)
+
+    def _backward(self, which: str, loss_value: torch.Tensor) -> None:
         # Gradients are set to None rather than zeroed, so that backward stores the new
         # gradients instead of adding them to zero-filled buffers.
         for opt in self.optimizers.values():  # also drops cross-network grads (quirk (a))
@@ -159,9 +243,26 @@ class SORLUpdateStep:
             for param in self._clipped[which]:
                 if param.grad is None:
                     param.grad = torch.zeros_like(param)
+
+    def _optimizer_step(self, which: str) -> None:
         if self.grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(self._clipped[which], self.grad_clip_norm, foreach=True)
-        optimizer.step()
+        self.optimizers["shared" if self.shared_optimizer else which].step()
+
+    @torch.no_grad()
+    def _critic_step(self) -> None:
+        self._optimizer_step("critic")
+        if self.targets_track_pre_step_weights:
+            torch._foreach_lerp_(self._target_critic, self._pre_critic_list, self.tau)
+
+    @torch.no_grad()
+    def _actor_step(self) -> None:
+        self._optimizer_step("actor")
+        if self.targets_track_pre_step_weights:
+            torch._foreach_lerp_(self._target_actor, self._pre_actor_list, self.tau)
+        else:
+            torch._foreach_lerp_(self._target_critic, self._critic_data, self.tau)
+            torch._foreach_lerp_(self._target_actor, self._actor_data, self.tau)
 
     @torch.no_grad()
     def _snapshot(self) -> None:
@@ -170,25 +271,32 @@ class SORLUpdateStep:
         if self.targets_track_pre_step_weights:
             torch._foreach_copy_(self._pre_actor_list, self._actor_data)
 
-    @torch.no_grad()
-    def _lerp_targets(self, targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
-        torch._foreach_lerp_(targets, sources, self.tau)
-
+    # ------------------------------------------------------------------ one iteration
     def __call__(self, batch: TensorDictBase) -> TensorDictBase:
-        """Run one iteration on ``batch``; returns the detached losses and diagnostics."""
+        """Run one iteration on ``batch``; returns the detached losses and diagnostics.
+
+        The per-sample TD error ``|Q - y|`` (mean over members, ``[B]``) is written into
+        ``batch`` under the loss's priority key, for a prioritized sampler's
+        ``update_tensordict_priority``.
+        """
+        loss = self.loss
+        inputs = loss.read_batch(batch)
+        critic_draws = loss.draw_critic_randomness(inputs)
+        actor_draws = loss.draw_actor_randomness(inputs)
+        k_critic, k_actor = critic_draws.pop("num_steps"), actor_draws.pop("num_steps")
         self._snapshot()
-        loss_qvalue, meta_qvalue = self.loss.qvalue_loss(batch)
-        self._step("critic", loss_qvalue)
-        if self.targets_track_pre_step_weights:
-            self._lerp_targets(self._target_critic, self._pre_critic_list)
-        critic_params = self._pre_critic if self.actor_uses_pre_step_critic else None
-        loss_actor, meta_actor = self.loss.actor_loss(batch, qvalue_params=critic_params)
-        self._step("actor", loss_actor)
-        if self.targets_track_pre_step_weights:
-            self._lerp_targets(self._target_actor, self._pre_actor_list)
-        else:
-            self.target_updater.step()
-        meta_qvalue.pop("td_error")
+        loss_qvalue, meta_qvalue = self._run(
+            "_critic_forward", *inputs.values(), critic_draws["noise"], k_critic
+        )
+        self._backward("critic", loss_qvalue)
+        self._critic_step()
+        obs, action = inputs["observation"], inputs["action"]
+        loss_actor, meta_actor = self._run("_actor_forward", obs, action, actor_draws, k_actor)
+        self._backward("actor", loss_actor)
+        self._actor_step()
+        td_error = meta_qvalue.pop("td_error")
+        if batch.batch_dims == 1:
+            batch.set(loss.tensor_keys.priority, td_error)
         return TensorDict(
             {
                 "loss_qvalue": loss_qvalue.detach(),
