@@ -1,7 +1,9 @@
-"""Markdown tables of the recipe config groups, rendered from ``sorl_torchrl/recipes/conf`` at build time.
+"""Markdown tables of the recipe config groups, rendered from the recipes' configs at build time.
 
 ``conf.py`` writes them to ``docs/_generated/`` and ``recipes.md`` includes them, so the
-documented options are always the ones in the YAML files.
+documented options are always the ones in the YAML files of ``sorl_torchrl/recipes/conf``.
+The observation and action sizes of the env table come from the dataset spec of each env's
+``name`` (:func:`sorl_torchrl.data.get_dataset_spec`), where the recipes read them too.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from pathlib import Path
 
 import yaml
 
-#: Columns of the environment table: (heading, key in ``env/<name>.yaml``).
+from sorl_torchrl.data import get_dataset_spec
+
+#: Columns of the environment table: (heading, key in ``env/<name>.yaml`` or, for the sizes,
+#: attribute of the dataset spec).
 ENV_COLUMNS = (
     ("`env=`", "name"),
     ("default `env.task`", "task"),
@@ -70,10 +75,17 @@ def _table(columns, rows) -> str:
     return "\n".join(lines) + "\n"
 
 
+def env_values(values: dict) -> dict:
+    """An ``env/<name>.yaml`` mapping with the sizes of its dataset added."""
+    spec = get_dataset_spec(f"{values['name']}-v0")
+    return {**values, "observation_dim": spec.observation_dim, "action_dim": spec.action_dim}
+
+
 def env_table(conf_dir: Path) -> str:
     """The ``env`` group: one row per ``env/<name>.yaml``, in name order."""
     rows = []
     for name, values in load_group(conf_dir, "env").items():
+        values = env_values(values)
         row = [f"`{name}`" if key == "name" else _cell(values[key]) for _, key in ENV_COLUMNS[:-1]]
         row.append(_provenance(Path(conf_dir) / "env" / f"{name}.yaml"))
         rows.append(row)

@@ -6,7 +6,6 @@ Build with ``make docs`` (``sphinx-build -W --keep-going -b html docs docs/_buil
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import sys
 from pathlib import Path
@@ -61,6 +60,8 @@ nitpick_ignore = [
     ("py:class", "QAggregation"),
     ("py:class", "OptimizerFactory"),
     ("py:class", "tensordict.nn.probabilistic.InteractionType"),
+    # matplotlib's Figure (a return annotation); no matplotlib inventory is bundled.
+    ("py:class", "Figure"),
     # Optional names in napoleon "optional" type annotations.
     ("py:class", "optional"),
     # Inherited replay-buffer method named without its class in a docstring.
@@ -131,34 +132,7 @@ copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True
 
 
-# -- Benchmarks page: benchmarks/RESULTS.md and the JSON the scripts record ----------------
-def _format_cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_format_cell(v) for v in value)
-    return str(value).replace("|", "\\|")
-
-
-def _json_to_markdown(name: str, data: dict) -> str:
-    out = [f"### `{name}`\n"]
-    for key, value in data.items():
-        if isinstance(value, dict):
-            items = ", ".join(f"{k} = {_format_cell(v)}" for k, v in value.items())
-            out.append(f"**{key}**: {items}\n")
-        elif isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
-            columns = list(dict.fromkeys(k for row in value for k in row))
-            out.append(f"**{key}**\n")
-            out.append("| " + " | ".join(columns) + " |")
-            out.append("|" + "---|" * len(columns))
-            for row in value:
-                out.append("| " + " | ".join(_format_cell(row.get(c, "")) for c in columns) + " |")
-            out.append("")
-        else:
-            out.append(f"**{key}**: {_format_cell(value)}\n")
-    return "\n".join(out) + "\n"
-
-
+# -- Benchmarks page: benchmarks/RESULTS.md ------------------------------------------------
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.is_file() or path.read_text() != text:
         path.write_text(text)
@@ -167,37 +141,19 @@ def _write_if_changed(path: Path, text: str) -> None:
 def _stage_benchmark_results() -> None:
     generated = DOCS / "_generated"
     generated.mkdir(exist_ok=True)
-    benchmarks = ROOT / "benchmarks"
-    results = benchmarks / "RESULTS.md"
-    recorded = sorted(benchmarks.glob("*.json")) if benchmarks.is_dir() else []
-    if results.is_file():
-        summary = results.read_text()
-    elif recorded:
-        summary = "*No `benchmarks/RESULTS.md` yet: the recorded measurements follow.*\n"
-    else:
-        summary = (
-            "*No results are checked in yet: run the benchmarks as shown above and they "
-            "will appear here on the next build.*\n"
-        )
+    results = ROOT / "benchmarks" / "RESULTS.md"
+    summary = (
+        results.read_text()
+        if results.is_file()
+        else "*No results are checked in yet: run the benchmarks as shown above.*\n"
+    )
     _write_if_changed(generated / "benchmark_results.md", summary)
-    parts = []
-    for path in recorded:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            parts.append(f"### `{path.name}`\n\n*could not be read: {err}*\n")
-            continue
-        if isinstance(data, dict):
-            parts.append(_json_to_markdown(path.name, data))
-    if not parts:
-        parts.append("*No JSON records in `benchmarks/` yet.*\n")
-    _write_if_changed(generated / "benchmark_records.md", "\n".join(parts))
 
 
 _stage_benchmark_results()
 
 
-# -- Recipes page: tables of the config groups, rendered from sorl_torchrl/recipes/conf -----------------
+# -- Recipes page: tables of the config groups, rendered from sorl_torchrl/recipes/conf ----
 def _stage_recipe_tables() -> None:
     generated = DOCS / "_generated"
     generated.mkdir(exist_ok=True)

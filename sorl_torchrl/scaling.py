@@ -1,13 +1,22 @@
-"""Test-time scaling: success over a grid of inference steps ``k`` and verifier sizes ``N``."""
+"""Test-time scaling: success over a grid of inference steps ``k`` and verifier sizes ``N``.
+
+The grid's table (:func:`format_scaling_table`) and plot (:func:`plot_scaling`) are the only
+ones in the package: a single run's grid and a sweep's mean over seeds are drawn by the same
+code. Success is always shown in percent on a 0-100 axis, each point with its uncertainty:
+a Wilson interval over the point's episodes for one run, ± std over seeds for an aggregate.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 from torchrl.envs import EnvBase
@@ -18,10 +27,19 @@ from sorl_torchrl.envs import evaluate_policy
 from sorl_torchrl.modules import QEnsemble, ShortcutActor, VerifierSampler
 from sorl_torchrl.modules.critic import QAggregation
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = [
+    "Band",
     "evaluate_scaling_grid",
     "format_scaling_table",
+    "format_success",
+    "markdown_table",
     "plot_scaling",
+    "scaling_figure",
+    "success_interval",
+    "wilson_interval",
     "write_scaling_results",
 ]
 
@@ -35,6 +53,9 @@ FIELDS = (
     "mean_length",
     "env_steps_per_second",
 )
+
+#: How a plot shades each point's uncertainty (see :func:`success_interval`).
+Band = Literal["auto", "std", "wilson", "none"]
 
 
 def evaluate_scaling_grid(
@@ -132,8 +153,59 @@ def write_scaling_results(
     return json_path, csv_path
 
 
+def format_success(rate: float | None, std: float | None = None) -> str:
+    """A success fraction as a percentage with one decimal, ``-`` when there is none.
+
+    Args:
+        rate: success fraction in ``[0, 1]``; ``None`` or NaN for no value.
+        std: its standard deviation (a fraction too), shown as ``± std`` when given.
+
+    Examples:
+        >>> format_success(0.45), format_success(0.45, 0.05), format_success(float("nan"))
+        ('45.0', '45.0 ± 5.0', '-')
+    """
+    if rate is None or math.isnan(rate):
+        return "-"
+    text = f"{100 * rate:.1f}"
+    return text if std is None or math.isnan(std) else f"{text} ± {100 * std:.1f}"
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A Markdown table from its header cells and body rows (cells already formatted).
+
+    Raises:
+        ValueError: if a body row has another number of cells than the header.
+
+    Examples:
+        >>> print(markdown_table(["k", "success"], [["1", "40.0"], ["8", "55.0"]]))
+        | k | success |
+        |---|---|
+        | 1 | 40.0 |
+        | 8 | 55.0 |
+    """
+    for row in body:
+        if len(row) != len(header):
+            raise ValueError(
+                f"markdown_table: a row has {len(row)} cells, the header {len(header)}: {row!r}"
+            )
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _grid_axes(rows: Sequence[dict[str, Any]]) -> tuple[list[int], list[int], dict]:
+    """Sorted ``k`` values, sorted ``N`` values and the rows by ``(k, N)``."""
+    by_cell = {(r["inference_steps"], r["num_candidates"]): r for r in rows}
+    steps = sorted({k for k, _ in by_cell})
+    cands = sorted({n for _, n in by_cell})
+    return steps, cands, by_cell
+
+
 def format_scaling_table(rows: Sequence[dict[str, Any]]) -> str:
     r"""A Markdown table of success rate (%) with ``k`` as rows and ``N`` as columns.
+
+    A row that carries ``success_std`` (a sweep's mean over seeds) is shown as ``mean ± std``;
+    a grid point without a row, or with a NaN success rate, as ``-``.
 
     Examples:
         >>> rows = [{"inference_steps": k, "num_candidates": n, "success_rate": k * n / 32}
@@ -143,49 +215,197 @@ def format_scaling_table(rows: Sequence[dict[str, Any]]) -> str:
         |---|---|---|
         | 1 | 3.1 | 12.5 |
         | 2 | 6.2 | 25.0 |
+        >>> mean = [{"inference_steps": 1, "num_candidates": 1, "success_rate": 0.45,
+        ...          "success_std": 0.05}]
+        >>> print(format_scaling_table(mean).splitlines()[-1])
+        | 1 | 45.0 ± 5.0 |
     """
-    steps = sorted({r["inference_steps"] for r in rows})
-    cands = sorted({r["num_candidates"] for r in rows})
-    value = {(r["inference_steps"], r["num_candidates"]): r["success_rate"] for r in rows}
-    lines = [
-        "| k \\ N | " + " | ".join(str(n) for n in cands) + " |",
-        "|---" * (len(cands) + 1) + "|",
-    ]
+    steps, cands, by_cell = _grid_axes(rows)
+    body = []
     for k in steps:
-        cells = [f"{100 * value[k, n]:.1f}" if (k, n) in value else "-" for n in cands]
-        lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells = [by_cell.get((k, n)) for n in cands]
+        texts = [
+            format_success(row["success_rate"], row.get("success_std")) if row else "-"
+            for row in cells
+        ]
+        body.append([str(k), *texts])
+    return markdown_table(["k \\ N", *map(str, cands)], body)
 
 
-def plot_scaling(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
-    """Plot success vs ``k`` (one line per ``N``) and vs ``N`` (one line per ``k``) to a PNG."""
-    import matplotlib
-    import matplotlib.ticker
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial success fraction.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Unlike the normal approximation ``p ± z sqrt(p (1 - p) / n)`` it stays inside ``[0, 1]``
+    and is not empty at 0 or ``n`` successes.
 
-    steps = sorted({r["inference_steps"] for r in rows})
-    cands = sorted({r["num_candidates"] for r in rows})
-    value = {(r["inference_steps"], r["num_candidates"]): r["success_rate"] for r in rows}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
-    for n in cands:
-        left.plot(steps, [100 * value[k, n] for k in steps], marker="o", label=f"N={n}")
-    for k in steps:
-        right.plot(cands, [100 * value[k, n] for n in cands], marker="o", label=f"k={k}")
-    left.set(xscale="log", xlabel="inference steps k", ylabel="success (%)", xticks=steps)
-    left.set_xticklabels([str(k) for k in steps])
-    right.set(xscale="log", xlabel="verifier candidates N", xticks=cands)
-    right.set_xticklabels([str(n) for n in cands])
-    for axis in (left, right):
-        axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    Args:
+        successes: episodes that succeeded.
+        trials: episodes in all (at least 1).
+        confidence: coverage of the interval, in ``(0, 1)``.
+
+    Returns:
+        ``(low, high)`` as fractions.
+
+    Raises:
+        ValueError: if ``trials < 1``, ``successes`` is outside ``[0, trials]`` or
+            ``confidence`` is outside ``(0, 1)``.
+
+    Examples:
+        >>> low, high = wilson_interval(3, 10)
+        >>> round(low, 4), round(high, 4)
+        (0.1078, 0.6032)
+    """
+    if trials < 1:
+        raise ValueError(f"wilson_interval: trials must be at least 1, got {trials}.")
+    if not 0 <= successes <= trials:
+        raise ValueError(
+            f"wilson_interval: successes must be between 0 and trials={trials}, got {successes}."
+        )
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"wilson_interval: confidence must be in (0, 1), got {confidence}.")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p, z2 = successes / trials, z * z
+    scale = 1.0 + z2 / trials
+    center = (p + z2 / (2 * trials)) / scale
+    half = z / scale * math.sqrt(p * (1.0 - p) / trials + z2 / (4 * trials * trials))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def success_interval(row: dict[str, Any], band: Band = "auto") -> tuple[float, float] | None:
+    """The uncertainty range of a grid row's success fraction, inside ``[0, 1]``.
+
+    Args:
+        row: a grid row (``success_rate``, and ``num_episodes`` or ``success_std``).
+        band: ``"wilson"``: the 95 % Wilson interval of ``round(success_rate * num_episodes)``
+            successes in ``num_episodes`` (one run); ``"std"``: ``success_rate ± success_std``
+            clipped to ``[0, 1]`` (a mean over seeds); ``"auto"``: ``"std"`` when the row has
+            ``success_std``, else ``"wilson"`` when it has ``num_episodes``, else none;
+            ``"none"``: no range.
+
+    Returns:
+        ``(low, high)`` as fractions, or ``None`` for no range (or no success rate).
+
+    Raises:
+        ValueError: for an unknown ``band``, or a row that lacks the field ``band`` needs.
+
+    Examples:
+        >>> success_interval({"success_rate": 0.1, "success_std": 0.3})
+        (0.0, 0.4)
+        >>> [round(x, 4) for x in success_interval({"success_rate": 0.3, "num_episodes": 10})]
+        [0.1078, 0.6032]
+    """
+    if band not in get_args(Band):
+        raise ValueError(f"band must be one of {get_args(Band)}, got {band!r}.")
+    rate = row.get("success_rate")
+    if band == "auto":
+        has_std = row.get("success_std") is not None
+        band = "std" if has_std else "wilson" if row.get("num_episodes") else "none"
+    if band == "none" or rate is None or math.isnan(rate):
+        return None
+    if band == "std":
+        std = row.get("success_std")
+        if std is None or math.isnan(std):
+            raise ValueError(f"band='std' needs a 'success_std' in every row, got {row!r}.")
+        return max(0.0, rate - std), min(1.0, rate + std)
+    episodes = row.get("num_episodes")
+    if not episodes:
+        raise ValueError(
+            f"band='wilson' needs a positive 'num_episodes' in every row, got {row!r}."
+        )
+    return wilson_interval(round(rate * episodes), int(episodes))
+
+
+def scaling_figure(
+    rows: Sequence[dict[str, Any]], title: str = "", *, band: Band = "auto"
+) -> Figure:
+    """Success (%) vs ``k`` (one line per ``N``) and vs ``N`` (one line per ``k``).
+
+    Each line carries a shaded band, its points' :func:`success_interval`; grid points
+    without a row, or with a NaN success rate, are gaps. The success axis is 0-100.
+
+    Args:
+        rows: grid rows (see :func:`success_interval` for the fields the band reads).
+        title: figure title.
+        band: the uncertainty drawn (see :func:`success_interval`).
+
+    Returns:
+        A ``matplotlib.figure.Figure`` (not registered with ``pyplot``).
+
+    Examples:
+        >>> rows = [{"inference_steps": k, "num_candidates": n, "success_rate": 0.0,
+        ...          "num_episodes": 10} for k in (1, 2) for n in (1, 4)]
+        >>> tuple(float(y) for y in scaling_figure(rows).axes[0].get_ylim())
+        (0.0, 100.0)
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
+
+    if band not in get_args(Band):
+        raise ValueError(f"band must be one of {get_args(Band)}, got {band!r}.")
+    steps, cands, by_cell = _grid_axes(rows)
+    fig = Figure(figsize=(9, 3.6))
+    left, right = fig.subplots(1, 2, sharey=True)
+    for axis, xs, lines, x_of, label in (
+        (left, steps, cands, lambda x, line: (x, line), "N"),
+        (right, cands, steps, lambda x, line: (line, x), "k"),
+    ):
+        for line in lines:
+            points = [by_cell.get(x_of(x, line)) for x in xs]
+            _draw_line(axis, xs, points, band, f"{label}={line}")
+    left.set_ylabel("success (%)")
+    left.set_ylim(0.0, 100.0)
+    for axis, ticks, label in (
+        (left, steps, "inference steps k"),
+        (right, cands, "verifier candidates N"),
+    ):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(ticks)
+        axis.set_xticklabels([str(t) for t in ticks])
+        axis.xaxis.set_minor_locator(NullLocator())
+        axis.set_xlabel(label)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def _draw_line(
+    axis: Any, xs: Sequence[int], points: Sequence[dict[str, Any] | None], band: Band, label: str
+) -> None:
+    """One line of success (%) with its shaded band (gaps where a point has no value)."""
+    nan = float("nan")
+    rates = [p["success_rate"] if p and p.get("success_rate") is not None else nan for p in points]
+    ranges = [success_interval(p, band) if p else None for p in points]
+    (line,) = axis.plot(xs, [100 * r for r in rates], marker="o", label=label, clip_on=False)
+    low = [100 * r[0] if r else nan for r in ranges]
+    high = [100 * r[1] if r else nan for r in ranges]
+    if any(r is not None for r in ranges):
+        axis.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def plot_scaling(
+    rows: Sequence[dict[str, Any]],
+    path: str | os.PathLike,
+    title: str = "",
+    *,
+    band: Band = "auto",
+) -> Path:
+    """Write :func:`scaling_figure` of ``rows`` to the PNG ``path`` (atomically); returns it.
+
+    Examples:
+        >>> import tempfile
+        >>> rows = [{"inference_steps": 1, "num_candidates": 1, "success_rate": 0.3,
+        ...          "num_episodes": 10}]
+        >>> path = plot_scaling(rows, Path(tempfile.mkdtemp()) / "scaling.png")
+        >>> path.read_bytes()[1:4]
+        b'PNG'
+    """
+    fig = scaling_figure(rows, title, band=band)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with atomic_write(path, "wb") as handle:
+        handle.write(buffer.getvalue())
     return path

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sorl_torchrl.data import get_dataset_spec
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "sorl_torchrl" / "recipes" / "conf"
 PAGE = REPO / "docs" / "recipes.md"
@@ -45,9 +47,13 @@ def test_env_table_has_every_env_config_with_its_values():
     for path in files:
         values = yaml.safe_load(path.read_text())
         assert values["name"] == path.stem
+        assert "observation_dim" not in values and "action_dim" not in values
+        spec = get_dataset_spec(f"{path.stem}-v0")
+        values.update(observation_dim=spec.observation_dim, action_dim=spec.action_dim)
         for cell, key in zip(rows[path.stem], keys, strict=True):
             if key is not None and key != "name":
                 assert cell == str(values[key]), (path.name, key)
+    assert rows["cube-single-play"][5:7] == ["28", "5"]  # OGBench's cube-single sizes
 
 
 def test_env_table_follows_a_config_change(tmp_path):
@@ -55,21 +61,21 @@ def test_env_table_follows_a_config_change(tmp_path):
     shutil.copytree(CONF, conf)
     path = conf / "env" / "scene-play.yaml"
     path.write_text(path.read_text().replace("q_loss_coef: 100", "q_loss_coef: 123"))
-    (conf / "env" / "new-env-play.yaml").write_text(
-        "# new-env-play (OGBench singletask). Published SORL settings.\nname: new-env-play\n"
-        "task: 3\ndiscount: 0.9\nq_agg: min\nq_loss_coef: 7\nsuccess_timing: pre\n"
-        "observation_dim: 11\naction_dim: 3\n"
+    (conf / "env" / "puzzle-4x4-play.yaml").write_text(
+        "# puzzle-4x4-play (OGBench singletask). Published SORL settings.\n"
+        "name: puzzle-4x4-play\ntask: 3\ndiscount: 0.9\nq_agg: min\nq_loss_coef: 7\n"
+        "success_timing: pre\n"
     )
     rows = _rows(tables.env_table(conf))
     assert rows["scene-play"][4] == "123"
-    assert rows["new-env-play"] == [
-        "`new-env-play`",
+    assert rows["puzzle-4x4-play"] == [
+        "`puzzle-4x4-play`",
         "3",
         "0.9",
         "min",
         "7",
-        "11",
-        "3",
+        "83",  # the sizes of the puzzle-4x4-play dataset
+        "5",
         "pre",
         "published",
     ]
@@ -113,8 +119,9 @@ def test_page_names_every_switch_of_loss_optim_network():
 def test_page_documents_every_evaluate_option(capsys):
     from sorl_torchrl.recipes.evaluate import main
 
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as done:
         main(["--help"])
+    assert done.value.code == 0
     options = set(re.findall(r"--[a-z][a-z-]+", capsys.readouterr().out)) - {"--help"}
     assert options
     page = PAGE.read_text()

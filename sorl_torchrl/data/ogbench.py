@@ -49,7 +49,7 @@ from sorl_torchrl.data.ted import DEFAULT_ACTION_CLIP, rows_to_ted
 
 __all__ = ["OGBenchExperienceReplay", "dataset_file_paths"]
 
-_CACHE_FORMAT = 1  # bump when the memmap layout changes
+_CACHE_FORMAT = 2  # bump when the memmap layout or the checks made when building it change
 
 
 def dataset_file_paths(dataset_name: str, root: str | os.PathLike) -> dict[str, Path]:
@@ -283,4 +283,13 @@ class OGBenchExperienceReplay(BaseDatasetExperienceReplay):
             raise ValueError(
                 f"{self.source_path} does not end on an episode boundary (incomplete file); {hint}."
             )
+        # Checked once here, when the memory-mapped copy is built, so that the training step
+        # need not check every batch (a device synchronisation per check on a GPU).
+        for key in ("observations", "actions", "qpos"):
+            bad = int(np.count_nonzero(~np.isfinite(arrays[key])))
+            if bad:
+                raise ValueError(
+                    f"{self.source_path}: {key} holds {bad} non-finite value(s) (NaN or inf), "
+                    f"which would make every loss NaN; {hint}."
+                )
         return arrays

@@ -57,8 +57,9 @@ class _GeluTanhFunction(torch.autograd.Function):
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    """``F.gelu(x, approximate="tanh")`` written for speed; same values up to float rounding.
+    """The tanh-approximated GELU written for speed, equal to PyTorch's up to float rounding.
 
+    That is ``F.gelu(x, approximate="tanh")``.
     Eagerly it is composed from ``tanh`` and in-place arithmetic, with a hand-written
     backward that reuses the saved ``tanh``. Under ``torch.compile`` it is written as
     ``x * sigmoid(2 z)`` with ``z = C (x + A x^3)`` (the same function, since
@@ -93,6 +94,7 @@ class TanhGELU(nn.Module):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:func:`gelu_tanh` of ``x``."""
         return gelu_tanh(x)
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from torchrl.objectives import SoftUpdate
 
 from sorl_torchrl._compile import CompiledMethod, compile_mode
+from sorl_torchrl.objectives.batch import actor_diagnostics, critic_diagnostics
 from sorl_torchrl.objectives.shortcut import ShortcutLoss
 
 __all__ = ["SORLUpdateStep", "default_adam"]
@@ -222,14 +223,14 @@ class SORLUpdateStep:
         loss_value, q, target = self.loss._critic_objective(
             observation, action, next_observation, reward, mask, noise, k
         )
-        return loss_value, self.loss.critic_metadata(q, target, k)
+        return loss_value, critic_diagnostics(q, target, k)
 
     def _actor_forward(self, observation, action, draws: dict, k: int):
         critic = self._pre_critic if self.actor_uses_pre_step_critic else None
         terms = self.loss._actor_objective(
             observation, action, **draws, num_steps=k, qvalue_params=critic
         )
-        return self.loss.combine_actor_terms(terms), self.loss.actor_metadata(terms, k)
+        return self.loss.combine_actor_terms(terms), actor_diagnostics(terms, k)
 
     def _backward(self, which: str, loss_value: torch.Tensor) -> None:
         # Gradients are set to None rather than zeroed, so that backward stores the new

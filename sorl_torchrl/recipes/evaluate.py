@@ -1,23 +1,34 @@
-"""Evaluate a checkpoint over the (k, N) test-time-compute grid.
+r"""Evaluate a checkpoint over the (k, N) test-time-compute grid.
 
-    python -m sorl_torchrl.recipes.evaluate runs/cube-single-play-task2/seed0/checkpoint.pt \
+    sorl-evaluate runs/cube-single-play-task2/seed0/checkpoint.pt \
         --inference-steps 1 2 4 8 --num-candidates 1 4 16 64 --episodes 50
 
-Writes ``<out>/scaling.json``, ``.csv`` and ``.png`` (default ``<checkpoint dir>/evaluate``) and
-prints the success table.
+Before evaluating, the checkpoint is checked against its run dir's ``results.json`` (when there
+is one): its run identity must be the one recorded there, up to the run's length and
+evaluation settings. The networks are built from the checkpoint's config, with the sizes of
+its dataset, and every weight must load with its shape. Writes ``<out>/scaling.json``,
+``.csv`` and ``.png`` (default ``<checkpoint dir>/evaluate``) and prints the success table.
+``sorl-evaluate`` is ``python -m sorl_torchrl.recipes.evaluate``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
-from sorl_torchrl.recipes.common import build_modules, check_compatible, dataset_id, load_weights
-from sorl_torchrl.checkpoint import load_checkpoint
+from sorl_torchrl.checkpoint import CheckpointError, load_checkpoint
 from sorl_torchrl.envs import make_ogbench_env
+from sorl_torchrl.recipes.common import build_modules, dataset_id, load_weights, select_device
+from sorl_torchrl.recipes.run_record import (
+    read_record,
+    record_identity,
+    resume_differences,
+)
 from sorl_torchrl.scaling import (
     evaluate_scaling_grid,
     format_scaling_table,
@@ -26,8 +37,85 @@ from sorl_torchrl.scaling import (
 )
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    """Command-line entry point (``sorl-evaluate``); returns the grid rows."""
+def check_against_record(state: dict, checkpoint: Path) -> None:
+    """Refuse a checkpoint whose run identity is not the one its run dir's record holds.
+
+    Raises:
+        CheckpointError: The record names another run; every difference is listed (``stored``:
+            the record, ``now``: the checkpoint).
+    """
+    try:
+        record = read_record(checkpoint.parent)
+    except FileExistsError as err:
+        warnings.warn(f"{err} The checkpoint is evaluated without that check.", stacklevel=2)
+        return
+    if record is None or not (record.get("run_key") or record.get("config")):
+        return
+    where = f"The record {checkpoint.parent / 'results.json'}"
+    diffs = resume_differences(record_identity(record), record_identity(state), where)
+    if diffs:
+        raise CheckpointError(
+            f"{checkpoint} does not belong to the run recorded in its dir (stored: the record, "
+            "now: the checkpoint):\n  "
+            + "\n  ".join(diffs)
+            + "\nThe checkpoint was copied from another run or the record is from another run: "
+            "move one of them."
+        )
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    *,
+    inference_steps: Sequence[int] = (1, 2, 4, 8),
+    num_candidates: Sequence[int] = (1, 4, 16),
+    episodes: int = 50,
+    seed: int = 1000,
+    max_episode_steps: int | None = None,
+    success_timing: str | None = None,
+    device: str = "cpu",
+    compile: bool = False,
+    out: Path | None = None,
+) -> list[dict]:
+    """Check, load and evaluate a checkpoint; returns the grid rows (also written to ``out``).
+
+    Raises:
+        CheckpointError: The checkpoint cannot be read, belongs to another run than its run
+            dir's record, or its weights do not fit the networks its config builds.
+    """
+    checkpoint = Path(checkpoint)
+    torch_device = select_device(device)
+    state = load_checkpoint(checkpoint, map_location=torch_device)
+    check_against_record(state, checkpoint)
+    cfg = OmegaConf.create(state["config"])
+    cfg.device = device
+    actor, critic, loss, _ = build_modules(cfg)
+    load_weights(loss, state, checkpoint)
+    timing = success_timing or cfg.env.success_timing
+    env = make_ogbench_env(dataset_id(cfg), success_timing=timing, device=torch_device)
+    rows = evaluate_scaling_grid(
+        actor,
+        critic,
+        env,
+        inference_steps=list(inference_steps),
+        num_candidates=list(num_candidates),
+        num_episodes=episodes,
+        seed=seed,
+        q_agg=cfg.loss.q_agg,
+        max_episode_steps=max_episode_steps,
+        compile=compile,
+    )
+    env.close()
+    out = out or checkpoint.parent / "evaluate"
+    write_scaling_results(rows, out)
+    plot_scaling(rows, out / "scaling.png", title=f"{dataset_id(cfg)}, step {state['step']}")
+    print(f"Success (%) of {checkpoint} (step {state['step']}):")
+    print(format_scaling_table(rows))
+    print(f"Results in {out}")
+    return rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of ``sorl-evaluate``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--inference-steps", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -43,37 +131,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="compile the verifier (one graph per k and N; pays off for many episodes)",
     )
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    state = load_checkpoint(args.checkpoint, map_location=args.device)
-    cfg = OmegaConf.create(state["config"])
-    cfg.device = args.device
-    check_compatible(state["model_config"], cfg, args.checkpoint)
-    actor, critic, loss, _ = build_modules(cfg)
-    load_weights(loss, state)
-    timing = args.success_timing or cfg.env.success_timing
-    env = make_ogbench_env(dataset_id(cfg), success_timing=timing, device=torch.device(args.device))
-    rows = evaluate_scaling_grid(
-        actor,
-        critic,
-        env,
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (``sorl-evaluate``); returns the exit status, 0 on success."""
+    args = parse_args(argv)
+    evaluate_checkpoint(
+        args.checkpoint,
         inference_steps=args.inference_steps,
         num_candidates=args.num_candidates,
-        num_episodes=args.episodes,
+        episodes=args.episodes,
         seed=args.seed,
-        q_agg=cfg.loss.q_agg,
         max_episode_steps=args.max_episode_steps,
+        success_timing=args.success_timing,
+        device=args.device,
         compile=args.compile,
+        out=args.out,
     )
-    env.close()
-    out = args.out or args.checkpoint.parent / "evaluate"
-    write_scaling_results(rows, out)
-    plot_scaling(rows, out / "scaling.png", title=f"{dataset_id(cfg)}, step {state['step']}")
-    print(f"Success (%) of {args.checkpoint} (step {state['step']}):")
-    print(format_scaling_table(rows))
-    print(f"Results in {out}")
-    return rows
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,16 +1,22 @@
 """Train SORL offline on an OGBench singletask problem, then evaluate it over (k, N).
 
-    python -m sorl_torchrl.recipes.train                                   # cube-single-play task 2, paper size
-    python -m sorl_torchrl.recipes.train env=scene-play env.task=4 seed=3  # any group or value
-    python -m sorl_torchrl.recipes.train +experiment=paper                 # the full paper configuration
-    python -m sorl_torchrl.recipes.train resume=true run_dir=runs/...      # continue (or extend) a run
-    python -m sorl_torchrl.recipes.train -m env.task=1,2,3,4,5 seed=1,2 launcher=local  # a local sweep
+    sorl-train                                          # cube-single-play task 2, paper size
+    sorl-train env=scene-play env.task=4 seed=3         # any group or value
+    sorl-train +experiment=paper                        # the full paper configuration
+    sorl-train resume=true run_dir=runs/...             # continue (or extend) a run
+    sorl-train -m env.task=1,2,3,4,5 seed=1,2 launcher=local  # a local sweep
+
+``sorl-train`` is ``python -m sorl_torchrl.recipes.train``.
 
 Rerunning a command never loses work: with the default ``resume=auto`` a run dir that holds a
-finished run of the same config is skipped, one that holds only a checkpoint resumes from it.
+finished run of the same run identity (:mod:`sorl_torchrl.recipes.run_record`: the settings,
+the seed and the data's content hash) is skipped, one that holds only a checkpoint resumes
+from it, and a resume under another identity is refused.
 
-Reads top to bottom: data, modules, then the loop (sample, update, log, validate, evaluate,
-checkpoint), then the final (k, N) evaluation with its results file and plot.
+Reads top to bottom: data and which run this is, the run record (``status: running``),
+modules, then the loop (sample, update, feed a prioritized sampler its TD errors, log,
+validate, evaluate, checkpoint), then the final (k, N) evaluation, its plot and the finished
+record.
 """
 
 from __future__ import annotations
@@ -18,37 +24,45 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDictBase
+from torchrl.data.replay_buffers import PrioritizedSampler
 from torchrl.record.loggers import get_logger
 from tqdm import tqdm
 
+from sorl_torchrl import ShortcutLoss
+from sorl_torchrl._io import atomic_write_text
+from sorl_torchrl.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from sorl_torchrl.data import OGBenchExperienceReplay, generate_dataset
+from sorl_torchrl.data.fingerprint import file_fingerprint
+from sorl_torchrl.data.generate import default_dataset_dir
+from sorl_torchrl.envs import make_ogbench_env
 from sorl_torchrl.recipes.common import (
     CHECKPOINT_NAME,
     build_modules,
-    check_compatible,
+    check_resumable,
     dataset_id,
+    dataset_spec,
     load_weights,
-    model_config,
     select_device,
 )
 from sorl_torchrl.recipes.run_record import (
+    RunRecord,
     finished_results,
     git_revision,
+    register_resolvers,
+    run_identity,
     utc_now,
     versions,
-    write_failure,
-    write_results,
+    with_dataset,
 )
-from sorl_torchrl._io import atomic_write_text
-from sorl_torchrl.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from sorl_torchrl.data import OGBenchExperienceReplay, generate_dataset, parse_singletask_id
-from sorl_torchrl.data.generate import default_dataset_dir
-from sorl_torchrl.envs import make_ogbench_env
 from sorl_torchrl.scaling import (
     evaluate_scaling_grid,
     format_scaling_table,
@@ -57,12 +71,13 @@ from sorl_torchrl.scaling import (
 )
 
 log = logging.getLogger("sorl.train")
+register_resolvers()  # hydra.sweep.subdir names each sweep job with sorl.run_dirname
 
 
 def prepare_dataset(cfg: DictConfig) -> Path:
     """The dataset dir; regenerates the dataset there first if asked and absent."""
     root = Path(cfg.data.root).expanduser() if cfg.data.root else default_dataset_dir()
-    name = parse_singletask_id(dataset_id(cfg)).dataset_name
+    name = dataset_spec(cfg).name
     if cfg.data.generate_if_missing and not (root / f"{name}-val.npz").exists():
         log.info("Dataset %s not found in %s: generating it locally.", name, root)
         generate_dataset(
@@ -90,6 +105,44 @@ def make_replay_buffers(
     )
     val = train.val_split(prefetch=None, device=device) if cfg.val_interval else None
     return train, val
+
+
+def describe_dataset(buffer: OGBenchExperienceReplay) -> dict[str, Any]:
+    """What the run trains on: the dataset, its file, content hash, size and provenance."""
+    fingerprint = file_fingerprint(buffer.source_path)
+    return {
+        "name": buffer.spec.name,
+        "id": buffer.dataset_id,
+        "path": str(buffer.source_path.resolve()),
+        "fingerprint": fingerprint.token,
+        "size_bytes": fingerprint.size_bytes,
+        "transitions": len(buffer),
+        "provenance": buffer.provenance,
+    }
+
+
+def priority_writer(
+    buffer: OGBenchExperienceReplay, loss: ShortcutLoss
+) -> Callable[[TensorDictBase], None] | None:
+    """What feeds the TD errors back to a prioritized sampler (``None`` for other samplers).
+
+    The update step writes each sample's TD error into the batch under
+    ``loss.tensor_keys.priority``; the buffer reads it there and the batch's ``index``.
+    """
+    if not isinstance(buffer.sampler, PrioritizedSampler):
+        return None
+    key = loss.tensor_keys.priority
+    buffer.priority_key = key
+
+    def write(batch: TensorDictBase) -> None:
+        if key not in batch.keys(include_nested=True):
+            raise RuntimeError(
+                f"The sampler is prioritized but the update step wrote no {key!r} into the "
+                "batch: use a SORLUpdateStep that writes the TD error, or a uniform sampler."
+            )
+        buffer.update_tensordict_priority(batch)
+
+    return write
 
 
 def evaluate(cfg: DictConfig, actor, critic, env, step: int, run_dir: Path) -> list[dict]:
@@ -149,50 +202,90 @@ def resume_from_checkpoint(cfg: DictConfig, checkpoint_path: Path) -> bool:
     return exists and cfg.resume is not False
 
 
-def run(cfg: DictConfig) -> dict:
-    """Train and evaluate; returns the final results (also written to ``run_dir``).
-
-    Skips the work and returns the stored results when ``run_dir`` already holds a finished
-    run of the same config (``resume=auto``, the default).
-    """
-    run_dir = Path(cfg.run_dir)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    if cfg.resume == "auto" and (stored := finished_results(run_dir, resolved)) is not None:
-        log.info("%s already holds a finished run of this config: skipped.", run_dir)
-        print(f"Skipped: {run_dir} already finished (results: {run_dir / 'results.json'}).")
-        return stored
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = run_dir / CHECKPOINT_NAME
-    resuming = resume_from_checkpoint(cfg, checkpoint_path)
-    started_at, wall_start = utc_now(), time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse bad top-level values before any work (each message names the allowed ones)."""
+    if cfg.resume not in RESUME_MODES:
+        raise ValueError(f"resume must be true, false or auto, got {cfg.resume!r}.")
     if cfg.matmul_precision not in MATMUL_PRECISIONS:
         raise ValueError(
             f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got "
             f"{cfg.matmul_precision!r} (see torch.set_float32_matmul_precision)."
         )
+    dataset_id(cfg)  # env.name known, env.task in 1-5
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train and evaluate; returns the final record (also ``run_dir/results.json``).
+
+    Skips the work and returns the stored record when ``run_dir`` already holds a finished
+    run of the same identity (``resume=auto``, the default). A run that raises after it
+    claimed its run dir leaves ``status: failed`` with the error and traceback there.
+    """
+    config = OmegaConf.to_container(cfg, resolve=True)
+    record = RunRecord(Path(cfg.run_dir), config)
+    try:
+        return _train(cfg, record)
+    except Exception as err:
+        if (path := record.fail(err)) is not None:
+            log.error("Run failed; details in %s", path)
+        raise
+
+
+def _train(cfg: DictConfig, record: RunRecord) -> dict:
+    run_dir = record.run_dir
+    check_settings(cfg)
+    wall_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     device = select_device(cfg.device)
     torch.manual_seed(cfg.seed)
 
-    # --- data and modules
-    root = prepare_dataset(cfg)
-    train_buffer, val_buffer = make_replay_buffers(cfg, root)
+    # --- data, and which run this is
+    train_buffer, val_buffer = make_replay_buffers(cfg, prepare_dataset(cfg))
+    dataset = describe_dataset(train_buffer)
+    config = with_dataset(record.fields["config"], dataset["name"], dataset["fingerprint"])
+    record.fields["config"] = config
+    identity = run_identity(config)
+    if cfg.resume == "auto" and (stored := finished_results(run_dir, identity)) is not None:
+        log.info("%s already holds a finished run of this config: skipped.", run_dir)
+        print(f"Skipped: {run_dir} already finished (results: {record.path}).")
+        return stored
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    state = None
+    if resume_from_checkpoint(cfg, checkpoint_path):
+        state = load_checkpoint(checkpoint_path, map_location=device)
+        check_resumable(state, identity, cfg.num_updates, checkpoint_path)
+    start = state["step"] if state else 0
+    wall_before = state.get("wall_time_s", 0.0) if state else 0.0
+    segments = earlier_segments(state) + [
+        {"from_update": start, "to_update": None, "started_at": utc_now()}
+    ]
+    record.start(
+        dataset_id=dataset["id"],
+        env=cfg.env.name,
+        task=int(cfg.env.task),
+        seed=int(cfg.seed),
+        num_updates=cfg.num_updates,
+        run_key=identity,
+        dataset=dataset,
+        resumed_from_update=start if state else None,
+        segments=segments,
+        git=git_revision(),
+        versions=versions(),
+    )
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    # --- modules
     actor, critic, loss, update = build_modules(cfg)
     env = make_ogbench_env(dataset_id(cfg), success_timing=cfg.env.success_timing, device=device)
-
-    start, wall_before = 0, 0.0
-    if resuming:
-        state = load_checkpoint(checkpoint_path, map_location=device)
-        check_compatible(state["model_config"], cfg, checkpoint_path)
-        load_weights(loss, state)
+    if state is not None:
+        load_weights(loss, state, checkpoint_path)
         update.load_state_dict(state["optimizers"])
         train_buffer.sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
-        start, wall_before = state["step"], state.get("wall_time_s", 0.0)
         log.info("Resumed %s at update %d.", run_dir, start)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_priorities = priority_writer(train_buffer, loss)
 
     logger = get_logger(
         cfg.logger.backend,
@@ -201,13 +294,18 @@ def run(cfg: DictConfig) -> dict:
         **({"project": cfg.logger.project} if cfg.logger.backend == "wandb" else {}),
     )
 
+    def until(step: int) -> list[dict]:
+        return segments[:-1] + [{**segments[-1], "to_update": step}]
+
     def save(step: int) -> None:
         save_checkpoint(
             checkpoint_path,
             {
                 "step": step,
-                "model_config": model_config(cfg),
-                "config": resolved,
+                "run_key": identity,
+                "config": config,
+                "dataset": dataset,
+                "segments": until(step),
                 "loss": loss.state_dict(),
                 "optimizers": update.state_dict(),
                 "sampler": train_buffer.sampler.state_dict(),
@@ -215,6 +313,7 @@ def run(cfg: DictConfig) -> dict:
                 "wall_time_s": wall_before + time.perf_counter() - wall_start,
             },
         )
+        record.fields["last_checkpoint_update"] = step
 
     # --- the loop
     bar = tqdm(
@@ -228,7 +327,10 @@ def run(cfg: DictConfig) -> dict:
     tick, tick_step = time.perf_counter(), start
     train_start, train_metrics, val_metrics = time.perf_counter(), {}, {}
     for step in bar:
-        info = update(train_buffer.sample())
+        batch = train_buffer.sample()
+        info = update(batch)
+        if write_priorities is not None:
+            write_priorities(batch)
         done = step + 1
         if done % cfg.log_interval == 0 or done == cfg.num_updates:
             rate = (done - tick_step) / (time.perf_counter() - tick)
@@ -258,35 +360,37 @@ def run(cfg: DictConfig) -> dict:
     env.close()
     plot_scaling(rows, run_dir / "scaling.png", title=dataset_id(cfg))
     best = max(rows, key=lambda r: r["success_rate"])
-    results = {
-        "dataset_id": dataset_id(cfg),
-        "env": cfg.env.name,
-        "task": int(cfg.env.task),
-        "seed": int(cfg.seed),
-        "num_updates": cfg.num_updates,
-        "grid": rows,
-        "evaluations": stored_evaluations(run_dir),
-        "final_metrics": {
+    results = record.finish(
+        segments=until(cfg.num_updates),
+        grid=rows,
+        evaluations=stored_evaluations(run_dir),
+        final_metrics={
             "train": train_metrics,
             "val": val_metrics,
             "best": {k: best[k] for k in ("inference_steps", "num_candidates", "success_rate")},
         },
-        "wall_time_s": wall_before + time.perf_counter() - wall_start,
-        "updates_per_second": updates_per_second,
-        "torch_threads": torch.get_num_threads(),
-        "compiled_terms": list(loss.compiled_terms),
-        "resumed_from_update": start if resuming else None,
-        "started_at": started_at,
-        "finished_at": utc_now(),
-        "git": git_revision(),
-        "versions": versions(),
-        "config": resolved,
-    }
-    write_results(run_dir, results)
+        wall_time_s=wall_before + time.perf_counter() - wall_start,
+        updates_per_second=updates_per_second,
+        torch_threads=torch.get_num_threads(),
+        compiled=getattr(update, "is_compiled", None),
+        compile_mode=update.compile_mode,
+    )
     print(f"\nSuccess (%) on {dataset_id(cfg)} after {cfg.num_updates} updates:")
     print(format_scaling_table(rows))
-    print(f"Results: {run_dir / 'results.json'}  Plot: {run_dir / 'scaling.png'}")
+    print(f"Results: {record.path}  Plot: {run_dir / 'scaling.png'}")
     return results
+
+
+def earlier_segments(state: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The training segments (``from_update``, ``to_update``) behind a checkpoint's weights.
+
+    A checkpoint of an earlier version does not list them: one segment up to its update,
+    of unknown start, stands for them.
+    """
+    if state is None:
+        return []
+    unknown = {"from_update": None, "to_update": state["step"], "started_at": None}
+    return list(state.get("segments") or [unknown])
 
 
 def stored_evaluations(run_dir: Path) -> list[dict]:
@@ -302,22 +406,19 @@ def stored_evaluations(run_dir: Path) -> list[dict]:
 def main(cfg: DictConfig) -> None:
     """Hydra entry point (``python -m sorl_torchrl.recipes.train`` or ``sorl-train``).
 
-    A run that raises leaves ``failed.json`` (error, traceback, config) in its run dir, so a
-    sweep's report can name it; the error is then re-raised.
+    A run that raises leaves ``status: failed`` (error, traceback, config) in the
+    ``results.json`` of its run dir, so a sweep's report can name it; the error is then
+    re-raised.
     """
     try:
-        run(cfg)
-    except Exception as err:
-        try:
-            config = OmegaConf.to_container(cfg, resolve=True)
-        except Exception:  # the config itself may be what failed to resolve
-            config = OmegaConf.to_container(cfg, resolve=False)
-        run_dir = config.get("run_dir")
-        if not isinstance(run_dir, str) or "${" in run_dir:
-            run_dir = HydraConfig.get().runtime.output_dir
-        path = write_failure(Path(run_dir), err, config)
-        log.error("Run failed; details in %s", path)
+        OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # the config itself failed to resolve: record it where Hydra ran
+        config = OmegaConf.to_container(cfg, resolve=False)
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        if (path := RunRecord(run_dir, config).fail(err)) is not None:
+            log.error("Run failed; details in %s", path)
         raise
+    run(cfg)
 
 
 if __name__ == "__main__":

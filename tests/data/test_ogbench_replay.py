@@ -138,3 +138,12 @@ def test_truncated_file_is_rejected(tiny_datasets, tmp_path):
     (tmp_path / "cube-single-play-v0.npz").write_bytes(source[: len(source) // 2])
     with pytest.raises(ValueError, match="truncated or corrupt"):
         OGBenchExperienceReplay("cube-single-play-singletask-v0", root=tmp_path)
+
+
+def test_non_finite_data_is_rejected_once_when_the_buffer_is_built(tiny_datasets, tmp_path):
+    with np.load(tiny_datasets / "cube-single-play-v0.npz") as file:
+        arrays = {key: file[key] for key in file.files}
+    arrays["observations"][3, 1] = np.nan
+    np.savez(tmp_path / "cube-single-play-v0.npz", **arrays)
+    with pytest.raises(ValueError, match="observations holds 1 non-finite value"):
+        OGBenchExperienceReplay("cube-single-play-singletask-v0", root=tmp_path)

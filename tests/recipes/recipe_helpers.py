@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -25,9 +26,17 @@ def run_train_command(*args: str, timeout: int = 900) -> subprocess.CompletedPro
     )
 
 
-def compose_train(overrides: list[str]):
+def compose_train(overrides: list[str], *, hydra: bool = False):
+    """The composed ``train`` config; ``hydra=True`` keeps the ``hydra`` node (dir names)."""
+    import sorl_torchrl.recipes.train  # noqa: F401  (registers the config's resolvers)
+
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=False)
+        return compose(config_name="train", overrides=overrides, return_hydra_config=hydra)
+
+
+def sha256_token(root: Path, dataset: str = "cube-single-play-v0") -> str:
+    """``sha256:<hex>`` of a dataset's training file, hashed here with hashlib."""
+    return "sha256:" + hashlib.sha256((root / f"{dataset}.npz").read_bytes()).hexdigest()
 
 
 def tiny_overrides(root: Path, run_dir: Path, updates: int) -> list[str]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sorl_torchrl.recipes.aggregate import aggregate, collect_runs, default_cells, main
+from sorl_torchrl.recipes.aggregate import main
+from sorl_torchrl.recipes.sweep import aggregate, collect_runs, default_cells
 
 ENV = "cube-single-play"
 
@@ -301,7 +302,7 @@ def test_failed_incomplete_missing_and_corrupt_runs_are_flagged(tmp_path):
     assert len(failed) == 2
     assert any(line.endswith(f"{subdir(2, 1)}`: ValueError: boom") for line in failed)
     assert f"incomplete: `{tmp_path / subdir(1, 2)}`" in text
-    assert "unreadable results.json" in text
+    assert "unreadable run record" in text and "results.json exists but cannot be read" in text
     assert f"missing: {ENV}, variant -, task 2, seed 3" in text
     assert len(problems) == 4
 

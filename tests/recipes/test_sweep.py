@@ -31,7 +31,11 @@ def multirun(root: Path, sweep: Path, *extra: str) -> subprocess.CompletedProces
 
 def run_dir(sweep: Path, task: int, seed: int) -> Path:
     """The job dir, named by its overrides (constant ones included), e.g. ``...env.task=1,...``."""
-    (path,) = sweep.glob(f"*env.task={task},*,seed={seed},*")
+    (path,) = [
+        p
+        for p in sweep.iterdir()
+        if f",env.task={task}," in f",{p.name}," and f",seed={seed}," in f",{p.name},"
+    ]
     return path
 
 
@@ -47,12 +51,23 @@ def test_local_multirun_relaunch_skips_finished_and_resumes_interrupted(tiny_cub
         results = json.loads((run_dir(sweep, task, seed) / "results.json").read_text())
         assert results["status"] == "finished"
         assert (results["task"], results["seed"], results["num_updates"]) == (task, seed, 20)
+        assert results["run_key"]["seed"] == seed and results["run_key"]["env.task"] == task
         stamps[task, seed] = (run_dir(sweep, task, seed) / "checkpoint.pt").stat().st_mtime_ns
+    # dir names: the identity overrides, none of the bookkeeping ones
+    names = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(names) == 4
+    for name in names:
+        assert "network=tiny" in name and "batch_size=32" in name
+        for bookkeeping in ("threads=", "progress=", "data.root=", "log_interval=", "launcher="):
+            assert bookkeeping not in name, name
 
-    # interrupt one run after its checkpoint, then relaunch the same command
+    # interrupt one run after its checkpoint, then relaunch the same command with other
+    # bookkeeping: the same dirs, the finished runs skipped
     interrupted = run_dir(sweep, 2, 1)
     (interrupted / "results.json").unlink()
-    multirun(tiny_cube_root, sweep)
+    multirun(tiny_cube_root, sweep, "log_interval=5", "val_batches=2")
+    again = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert again == names
     for task, seed in RUNS:
         path = run_dir(sweep, task, seed)
         assert json.loads((path / "results.json").read_text())["status"] == "finished"
