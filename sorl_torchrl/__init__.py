@@ -2,6 +2,7 @@
 
 # Importing sorl_torchrl.data registers the "ogbench" prefix of torchrl's load_dataset.
 from sorl_torchrl.data import OGBenchExperienceReplay, generate_dataset, verify_dataset_file
+from sorl_torchrl.deploy import load_policy
 from sorl_torchrl.envs import evaluate_policy, make_ogbench_env
 from sorl_torchrl.modules import QEnsemble, ShortcutActor, VerifierSampler
 from sorl_torchrl.objectives import ShortcutLoss, SORLUpdateStep
@@ -17,6 +18,7 @@ __all__ = [
     "VerifierSampler",
     "evaluate_policy",
     "generate_dataset",
+    "load_policy",
     "make_ogbench_env",
     "verify_dataset_file",
 ]

@@ -57,3 +57,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
     with atomic_write(path, "w") as handle:
         handle.write(text)
+
+
+def atomic_save_png(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Render a matplotlib ``figure`` to the PNG ``path`` atomically; returns the path.
+
+    The image is rendered in memory first, so a failed render leaves no file behind.
+
+    Examples:
+        >>> import tempfile
+        >>> from matplotlib.figure import Figure
+        >>> target = atomic_save_png(Figure(), Path(tempfile.mkdtemp()) / "empty.png")
+        >>> target.read_bytes()[1:4]
+        b'PNG'
+    """
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    path = Path(path)
+    with atomic_write(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+    return path

@@ -9,7 +9,6 @@ a Wilson interval over the point's episodes for one run, ± std over seeds for a
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import torch
 from torchrl.envs import EnvBase
 
-from sorl_torchrl._io import atomic_write, atomic_write_text
+from sorl_torchrl._io import atomic_save_png, atomic_write, atomic_write_text
 from sorl_torchrl._validation import check_power_of_two
 from sorl_torchrl.envs import evaluate_policy
 from sorl_torchrl.modules import QEnsemble, ShortcutActor, VerifierSampler
@@ -402,10 +401,4 @@ def plot_scaling(
         >>> path.read_bytes()[1:4]
         b'PNG'
     """
-    fig = scaling_figure(rows, title, band=band)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    path = Path(path)
-    with atomic_write(path, "wb") as handle:
-        handle.write(buffer.getvalue())
-    return path
+    return atomic_save_png(scaling_figure(rows, title, band=band), path)

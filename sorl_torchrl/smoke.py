@@ -2,13 +2,17 @@
 
 Trains behaviour cloning (``q_loss_coef = 0``) and SORL one after the other for 1500
 updates each on CPU, then reports, for each number of inference steps ``k`` and verifier size
-``N``, the share of actions in the rewarded mode. About a minute on one CPU core.
+``N``, the share of actions in the rewarded and in the unrewarded mode. About a minute on one
+CPU core. ``--inference-steps 1 2 4 8 16 32`` also samples beyond the trained
+``discretization_steps = 8`` (each such ``k`` warns once per model).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from collections.abc import Sequence
 
 import torch
 from rich.console import Console
@@ -16,9 +20,18 @@ from rich.table import Table
 from tqdm import trange
 
 from sorl_torchrl import QEnsemble, ShortcutActor, ShortcutLoss, SORLUpdateStep, VerifierSampler
+from sorl_torchrl._cli import EXIT_STATUS_HELP, add_debug_option, console_command
+from sorl_torchrl._validation import SEED, Each, Number, Settings
+from sorl_torchrl.modules.verifier import VERIFIER_SETTINGS
+from sorl_torchrl.objectives.shortcut import LOSS_SETTINGS
 from sorl_torchrl.toy import bimodal_bandit_batch, mode_fractions
 
-__all__ = ["main", "train_toy"]
+__all__ = ["build_parser", "main", "train_toy"]
+
+#: ``M_disc`` of the toy models: the table's ``k`` above it samples beyond training.
+DISCRETIZATION_STEPS = 8
+DEFAULT_STEPS = (1, 2, 4, 8)
+DEFAULT_CANDIDATES = (1, 4, 16)
 
 
 def train_toy(
@@ -58,7 +71,9 @@ def train_toy(
     generator = torch.Generator().manual_seed(seed)
     actor = ShortcutActor(1, 2, num_cells=num_cells)
     critic = QEnsemble(1, 2, num_cells=num_cells[:2])
-    loss = ShortcutLoss(actor, critic, q_loss_coef=q_loss_coef)
+    loss = ShortcutLoss(
+        actor, critic, q_loss_coef=q_loss_coef, discretization_steps=DISCRETIZATION_STEPS
+    )
     update = SORLUpdateStep(loss, lr=lr)
     label = "SORL" if q_loss_coef else "BC"
     start = time.perf_counter()
@@ -67,31 +82,84 @@ def train_toy(
     return actor, critic, num_updates / (time.perf_counter() - start)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point (``sorl-smoke``, ``python -m sorl_torchrl.smoke``).
+#: The checks of ``sorl-smoke``'s options (the modules' own, so the messages match theirs).
+SMOKE_SETTINGS = Settings(
+    "sorl-smoke",
+    {
+        "updates": Number("[0, inf)", integer=True),
+        "q_loss_coef": LOSS_SETTINGS["q_loss_coef"],
+        "seed": SEED,
+        "threads": Number("[1, inf)", integer=True),
+        "inference_steps": Each(VERIFIER_SETTINGS["inference_steps"]),
+        "num_candidates": Each(VERIFIER_SETTINGS["num_candidates"]),
+    },
+)
 
-    Args:
-        argv: command-line arguments (``--updates``, ``--q-loss-coef``, ``--seed``,
-            ``--threads``); ``sys.argv`` if ``None``.
-    """
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--updates", type=int, default=1500)
-    parser.add_argument("--q-loss-coef", type=float, default=10.0)
-    parser.add_argument("--seed", type=int, default=0)
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``sorl-smoke``."""
+    parser = argparse.ArgumentParser(
+        prog="sorl-smoke", description=__doc__.split("\n\n")[0], epilog=EXIT_STATUS_HELP
+    )
+    parser.add_argument(
+        "--updates", type=int, default=1500, help="training updates per method (default: 1500)"
+    )
+    parser.add_argument(
+        "--q-loss-coef",
+        type=float,
+        default=10.0,
+        help="SORL's Q-loss weight, finite and >= 0 (default: 10; BC always uses 0)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the networks, the data and the sampling"
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (small networks run best on one)"
     )
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    parser.add_argument(
+        "--inference-steps",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_STEPS),
+        metavar="K",
+        help="Euler steps k of the table's rows, powers of two (default: 1 2 4 8, the "
+        f"trained discretization_steps is {DISCRETIZATION_STEPS}: more warns)",
+    )
+    parser.add_argument(
+        "--num-candidates",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_CANDIDATES),
+        metavar="N",
+        help="verifier candidates N of the table's rows (default: 1 4 16)",
+    )
+    add_debug_option(parser)
+    return parser
+
+
+@console_command("sorl-smoke")
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``sorl-smoke``, ``python -m sorl_torchrl.smoke``).
+
+    Args:
+        argv: command-line arguments (see ``sorl-smoke --help``); ``sys.argv`` if ``None``.
+
+    Returns:
+        The exit status: 0, or 2 with one message for an option out of range.
+    """
+    args = build_parser().parse_args(argv)
+    options = SMOKE_SETTINGS.check({key: getattr(args, key) for key in SMOKE_SETTINGS})
+    steps, candidates = options["inference_steps"], options["num_candidates"]
+    torch.set_num_threads(options["threads"])
     console = Console()
     results = {}
-    for name, coef in (("BC", 0.0), ("SORL", args.q_loss_coef)):
-        actor, critic, speed = train_toy(coef, args.updates, seed=args.seed)
-        console.print(f"{name}: {args.updates} updates at {speed:.1f} updates/s")
-        torch.manual_seed(args.seed + 1)
+    for name, coef in (("BC", 0.0), ("SORL", options["q_loss_coef"])):
+        actor, critic, speed = train_toy(coef, options["updates"], seed=options["seed"])
+        console.print(f"{name}: {options['updates']} updates at {speed:.1f} updates/s")
+        torch.manual_seed(options["seed"] + 1)
         obs = torch.zeros(1000, 1)
-        for k in (1, 2, 4, 8):
-            for n in (1, 4, 16):
+        for k in steps:
+            for n in candidates:
                 action, _, _ = VerifierSampler(actor, critic, n, k).select(obs)
                 results[name, k, n] = mode_fractions(action)
     table = Table(title="Share of actions in the rewarded (+) / unrewarded (-) mode")
@@ -100,12 +168,13 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("BC", "SORL"):
         table.add_column(f"{name} +", justify="right")
         table.add_column(f"{name} -", justify="right")
-    for k in (1, 2, 4, 8):
-        for n in (1, 4, 16):
-            cells = [f"{v:.2f}" for name in ("BC", "SORL") for v in results[name, k, n]]
+    for k in steps:
+        for n in candidates:
+            cells = [f"{v:.3f}" for name in ("BC", "SORL") for v in results[name, k, n]]
             table.add_row(str(k), str(n), *cells)
     console.print(table)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -87,7 +87,7 @@ def test_non_power_of_two_steps_raise(bad):
 @pytest.mark.parametrize("network", ["mlp", "relu"])
 def test_one_observation_row_for_many_noise_rows(network):
     """``[B, 1, obs]`` against noise ``[B, N, act]``: each observation's N samples, as if
-    the observation were repeated (both the fast path and the module path)."""
+    the observation were repeated."""
     torch.manual_seed(0)
     net = None
     if network == "relu":  # not a plain GELU MLP: the module path

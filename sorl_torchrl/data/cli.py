@@ -1,12 +1,16 @@
 """The ``sorl-data`` command: generate, verify and list OGBench datasets.
 
+Exit status: 0 on success; 1 when ``verify`` finds a file damaged; 2 on a user error (an
+unknown or load-only dataset, an existing dataset without ``--overwrite``, a directory that
+cannot be written, a bad argument), with one message and no traceback (``--debug`` adds it).
+
 Examples:
     >>> main(["list"])  # doctest: +ELLIPSIS
     cube-double-noisy-v0
     ...
     0
     >>> main(["generate", "antmaze-large-navigate-v0", "--out-dir", "/tmp"])
-    1
+    2
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+
+from sorl_torchrl._cli import EXIT_STATUS_HELP, add_debug_option, console_command
 
 __all__ = ["main", "build_parser"]
 
@@ -27,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Expert-data datasets (antmaze, humanoidmaze, antsoccer) are load only: copy the "
             "official files into the dataset dir, then verify and load them."
         ),
+        epilog=EXIT_STATUS_HELP,
     )
+    add_debug_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     generate = commands.add_parser(
@@ -37,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Generate a dataset with OGBench's scripted oracles. An interrupted run resumes "
             "from the episodes already collected when started again with the same arguments."
         ),
+        epilog=EXIT_STATUS_HELP,
     )
     generate.add_argument("name", help="dataset name, e.g. cube-single-play-v0 (see `list`)")
     generate.add_argument(
@@ -55,24 +64,35 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     generate.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     generate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_debug_option(generate)
 
-    verify = commands.add_parser("verify", help="check a dataset file and print summary statistics")
+    verify = commands.add_parser(
+        "verify",
+        help="check a dataset file and print summary statistics",
+        description="Check dataset files; the exit status is 1 if any file has an error.",
+        epilog=EXIT_STATUS_HELP,
+    )
     verify.add_argument("files", nargs="+", help="dataset .npz files")
     verify.add_argument(
         "--dataset", default=None, help="dataset name (default: inferred from the file name)"
     )
+    add_debug_option(verify)
 
-    listing = commands.add_parser("list", help="list the datasets that can be generated")
+    listing = commands.add_parser(
+        "list", help="list the datasets that can be generated", epilog=EXIT_STATUS_HELP
+    )
     listing.add_argument(
         "--load-only",
         action="store_true",
         help="list the expert-data datasets instead (official files only, cannot be generated)",
     )
+    add_debug_option(listing)
     return parser
 
 
+@console_command("sorl-data")
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``sorl-data``; returns the exit status (0: success, 1: failure)."""
+    """Run ``sorl-data``; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
     if args.command == "list":
         from sorl_torchrl.data.specs import list_datasets
@@ -87,21 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from sorl_torchrl.data.generate import generate_dataset
 
-    try:
-        result = generate_dataset(
-            args.name,
-            out_dir=args.out_dir,
-            num_episodes=args.num_episodes,
-            num_val_episodes=args.num_val_episodes,
-            episode_length=args.episode_length,
-            seed=args.seed,
-            workers=args.workers,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
-    except (ValueError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    result = generate_dataset(
+        args.name,
+        out_dir=args.out_dir,
+        num_episodes=args.num_episodes,
+        num_val_episodes=args.num_val_episodes,
+        episode_length=args.episode_length,
+        seed=args.seed,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     print(
         f"wrote {result.train_path} ({result.num_train_rows} rows) and "
         f"{result.val_path} ({result.num_val_rows} rows); collected "

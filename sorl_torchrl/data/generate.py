@@ -4,9 +4,10 @@ Episodes are collected by :class:`~sorl_torchrl.data.collect.EpisodeCollector` (
 worker process) and saved as one shard per episode in ``<out_dir>/<name>.partial/``. When
 all shards exist they are merged into ``<name>.npz`` (training episodes) and
 ``<name>-val.npz`` (validation episodes), each written atomically and accompanied by a
-provenance record. An interrupted run picks up the shards already written; since every
-episode is seeded by ``(seed, episode_index)``, the result does not depend on interruptions
-or on the number of workers: same seed, same bytes.
+provenance record; the shard dir is removed last, so while it exists the files beside it
+are the unfinished output of a generation, whatever they hold. An interrupted run picks up
+the shards already written; since every episode is seeded by ``(seed, episode_index)``, the
+result does not depend on interruptions or on the number of workers: same seed, same bytes.
 
 Examples:
     >>> import tempfile
@@ -37,6 +38,7 @@ from sorl_torchrl.data.provenance import (
     GENERATOR_NAME,
     library_versions,
     provenance_path,
+    shard_dir,
     write_provenance,
 )
 from sorl_torchrl.data.specs import DatasetSpec, get_dataset_spec
@@ -187,7 +189,9 @@ def generate_dataset(
     out = default_dataset_dir() if out_dir is None else Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     train_path, val_path = out / f"{spec.name}.npz", out / f"{spec.name}-val.npz"
-    partial = out / f"{spec.name}.partial"
+    partial = shard_dir(train_path)
+    finished = partial.with_name(f".{partial.name}.done")  # the shards of a finished run
+    shutil.rmtree(finished, ignore_errors=True)  # left by a kill while they were removed
     manifest = {
         "dataset": spec.name,
         "seed": seed,
@@ -199,6 +203,9 @@ def generate_dataset(
         "generator_version": library_versions()["sorl-torchrl"],
     }
     _prepare_partial_dir(partial, manifest, [train_path, val_path], overwrite)
+    for target in (train_path, val_path, provenance_path(train_path), provenance_path(val_path)):
+        for stale in out.glob(f".{target.name}.*.tmp"):  # an atomic write a kill cut short
+            stale.unlink(missing_ok=True)
 
     total = num_train + num_val
     pending = [i for i in range(total) if not _shard_path(partial, i).exists()]
@@ -216,6 +223,10 @@ def generate_dataset(
             bar.update(length)
     collected = len(pending) * length
 
+    # Until both records are written the files are of no known origin (and the shard dir
+    # says that the generation is unfinished): a stale record must not outlive its file.
+    for path in (train_path, val_path):
+        provenance_path(path).unlink(missing_ok=True)
     _merge(partial, range(num_train), train_path)
     _merge(partial, range(num_train, total), val_path)
     for path, split, episodes in [
@@ -236,7 +247,8 @@ def generate_dataset(
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         )
-    shutil.rmtree(partial)
+    os.replace(partial, finished)  # one rename marks the generation finished
+    shutil.rmtree(finished)
     return GenerationResult(
         train_path=train_path,
         val_path=val_path,
@@ -260,20 +272,19 @@ def _prepare_partial_dir(
         previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
         if previous == manifest:
             return  # resume
-        if not overwrite:
+        if not overwrite and (previous is not None or any(partial.glob("episode_*.npz"))):
             raise FileExistsError(
                 f"{partial} holds an interrupted run with different settings "
                 f"({previous}). Re-run with the same settings to resume it, or pass "
                 "--overwrite (overwrite=True) to discard it."
             )
-        shutil.rmtree(partial)
-    else:
-        existing = [str(p) for p in finals if p.exists()]
-        if existing and not overwrite:
-            raise FileExistsError(
-                f"Dataset already exists: {', '.join(existing)}. "
-                "Pass --overwrite (overwrite=True) to regenerate it."
-            )
+        shutil.rmtree(partial)  # other settings (overwrite), or killed before its manifest
+    existing = [str(p) for p in finals if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"Dataset already exists: {', '.join(existing)}. "
+            "Pass --overwrite (overwrite=True) to regenerate it."
+        )
     partial.mkdir(parents=True)
     atomic_write_text(partial / _MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
 
@@ -331,5 +342,4 @@ def _merge(partial: Path, indices: range, path: Path) -> None:
         with np.load(_shard_path(partial, index)) as shard:
             for key in shard.files:
                 columns.setdefault(key, []).append(shard[key])
-    provenance_path(path).unlink(missing_ok=True)  # a stale record must not outlive its file
     save_npz_atomic(path, {k: np.concatenate(v) for k, v in columns.items()})

@@ -2,7 +2,10 @@
 
 A record ``<name>.provenance.json`` sits beside ``<name>.npz`` and says who made the file,
 with which settings and seed, and its checksum, so a regenerated dataset is never mistaken
-for an official OGBench download (official files have no such record).
+for an official OGBench download. The record is written as the generation's last step but
+one (the last removes its shard dir ``<name>.partial``), so a file without a record is of
+unknown origin: an official download, or the leftover of an interrupted generation, which
+:func:`interrupted_generation` tells apart.
 
 Examples:
     >>> provenance_path("/data/cube-single-play-v0-val.npz").name
@@ -23,10 +26,12 @@ from sorl_torchrl._io import atomic_write_text
 
 __all__ = [
     "GENERATOR_NAME",
+    "interrupted_generation",
     "provenance_path",
     "read_provenance",
     "write_provenance",
     "sha256_of",
+    "shard_dir",
     "library_versions",
 ]
 
@@ -81,8 +86,73 @@ def write_provenance(dataset_path: str | os.PathLike, record: dict[str, Any]) ->
 
 
 def read_provenance(dataset_path: str | os.PathLike) -> dict[str, Any] | None:
-    """The provenance record of a dataset file, or ``None`` if it has none (e.g. official)."""
+    """The provenance record of a dataset file, or ``None`` if it has none.
+
+    A file without a record is of unknown origin: an official OGBench download has none, and
+    neither has a file that an interrupted ``sorl-data generate`` left behind (see
+    :func:`interrupted_generation`).
+
+    Raises:
+        ValueError: The record exists but cannot be read or is not a JSON object; the
+            message names it and what to do.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "scene-play-v0.npz"
+        >>> read_provenance(path) is None
+        True
+        >>> _ = provenance_path(path).write_text('{"generator": "sorl-t')
+        >>> read_provenance(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: The provenance record .../scene-play-v0.provenance.json cannot be read ...
+    """
     path = provenance_path(dataset_path)
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(_damaged(path, f"{type(err).__name__}: {err}")) from err
+    if not isinstance(record, dict):
+        raise ValueError(_damaged(path, f"a JSON {type(record).__name__}, not an object"))
+    return record
+
+
+def _damaged(path: Path, why: str) -> str:
+    dataset = path.name.removesuffix(".provenance.json").removesuffix("-val")
+    return (
+        f"The provenance record {path} cannot be read ({why}): it is damaged. Regenerate the "
+        f"dataset with `sorl-data generate {dataset} --overwrite` (and its settings), or move "
+        "the record away if the file is an official download."
+    )
+
+
+def shard_dir(dataset_path: str | os.PathLike) -> Path:
+    """Where ``sorl-data generate`` keeps the episodes of this file's dataset until it is done.
+
+    ``<name>.partial`` beside ``<name>.npz`` and ``<name>-val.npz``; removed as the
+    generation's last step.
+
+    Examples:
+        >>> shard_dir("/data/scene-play-v0-val.npz").as_posix()
+        '/data/scene-play-v0.partial'
+    """
+    path = Path(dataset_path)
+    return path.with_name(path.name.removesuffix(".npz").removesuffix("-val") + ".partial")
+
+
+def interrupted_generation(dataset_path: str | os.PathLike) -> Path | None:
+    """The :func:`shard_dir` of this file's dataset if it exists: a generation not finished.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> (root / "scene-play-v0.partial").mkdir()
+        >>> interrupted_generation(root / "scene-play-v0-val.npz").name
+        'scene-play-v0.partial'
+        >>> interrupted_generation(root / "cube-single-play-v0.npz") is None
+        True
+    """
+    partial = shard_dir(dataset_path)
+    return partial if partial.is_dir() else None

@@ -1,6 +1,11 @@
 """SORL networks as TensorDict modules: the shortcut actor, the Q ensemble, the verifier."""
 
-from sorl_torchrl.modules.actor import ShortcutActor, ShortcutModel, SplitVelocityNetwork
+from sorl_torchrl.modules.actor import (
+    ShortcutActor,
+    ShortcutModel,
+    SplitVelocityNetwork,
+    StepsBeyondTrainingWarning,
+)
 from sorl_torchrl.modules.critic import QEnsemble, aggregate_q
 from sorl_torchrl.modules.networks import (
     EnsembleLinear,
@@ -18,6 +23,7 @@ __all__ = [
     "ShortcutActor",
     "ShortcutModel",
     "SplitVelocityNetwork",
+    "StepsBeyondTrainingWarning",
     "TanhGELU",
     "VelocityMLP",
     "VerifierSampler",

@@ -4,19 +4,47 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey, unravel_key
 
-from sorl_torchrl._validation import check_feature_dim
-from sorl_torchrl.modules.networks import DEFAULT_NUM_CELLS, EnsembleMLP, feature_column
+from sorl_torchrl._tensor_checks import as_model_dtype, check_feature_dim
+from sorl_torchrl._validation import (
+    FLAG,
+    Choice,
+    Number,
+    Settings,
+    check_power_of_two,
+)
+from sorl_torchrl.modules.networks import (
+    DEFAULT_NUM_CELLS,
+    LAYER_SIZES,
+    SIZE,
+    EnsembleMLP,
+    feature_column,
+)
 
-__all__ = ["QEnsemble", "aggregate_q"]
+__all__ = ["CRITIC_SETTINGS", "QEnsemble", "aggregate_q"]
 
 QAggregation = Literal["min", "mean"]
+
+#: The checks of :class:`QEnsemble`'s settings (the recipes' config check reuses them).
+CRITIC_SETTINGS = Settings(
+    "QEnsemble",
+    {
+        "observation_dim": SIZE,
+        "action_dim": SIZE,
+        "num_members": SIZE,
+        "num_cells": LAYER_SIZES,
+        "condition_on_steps": FLAG,
+        "step_feature": Choice("steps", "log2"),
+        "layer_norm": FLAG,
+        "layer_norm_eps": Number("(0, inf)"),
+    },
+)
 
 
 def aggregate_q(values: torch.Tensor, how: QAggregation) -> torch.Tensor:
@@ -47,15 +75,15 @@ class QEnsemble(TensorDictModuleBase):
     ``[E, *B, 1]``. From tensors use :meth:`values` and :meth:`aggregate`.
 
     Args:
-        observation_dim: size of the observation vector.
-        action_dim: size of the action vector.
-        num_members: ensemble size ``E`` (paper: 2).
-        num_cells: hidden sizes (paper: 4 x 512).
-        condition_on_steps: feed the step count ``k`` as an extra input.
+        observation_dim: size of the observation vector (an integer >= 1).
+        action_dim: size of the action vector (an integer >= 1).
+        num_members: ensemble size ``E``, an integer >= 1 (paper: 2).
+        num_cells: hidden sizes, integers >= 1 (paper: 4 x 512).
+        condition_on_steps: feed the step count ``k`` as an extra input (a bool).
         step_feature: how ``k`` is fed: ``"steps"`` feeds ``k`` itself as a float (released
             code, quirk (f)); ``"log2"`` feeds the step code ``log2 k`` like the actor.
-        layer_norm: LayerNorm after each hidden activation (paper: yes).
-        layer_norm_eps: LayerNorm epsilon (flax default ``1e-6``).
+        layer_norm: LayerNorm after each hidden activation (a bool; paper: yes).
+        layer_norm_eps: LayerNorm epsilon, finite and ``> 0`` (flax default ``1e-6``).
         in_keys: observation, action and (when conditioned) step-count keys.
         out_keys: the value key.
 
@@ -73,6 +101,8 @@ class QEnsemble(TensorDictModuleBase):
         torch.Size([2, 5, 1])
     """
 
+    SETTINGS: ClassVar[Settings] = CRITIC_SETTINGS
+
     def __init__(
         self,
         observation_dim: int,
@@ -88,18 +118,31 @@ class QEnsemble(TensorDictModuleBase):
         out_keys: Sequence[NestedKey] = ("state_action_value",),
     ) -> None:
         super().__init__()
-        if step_feature not in ("steps", "log2"):
-            raise ValueError(f"step_feature must be 'steps' or 'log2', got {step_feature!r}.")
-        if num_members < 1:
-            raise ValueError(f"num_members must be >= 1, got {num_members}.")
-        self.observation_dim = int(observation_dim)
-        self.action_dim = int(action_dim)
-        self.num_members = int(num_members)
-        self.condition_on_steps = condition_on_steps
-        self.step_feature = step_feature
-        in_features = observation_dim + action_dim + int(condition_on_steps)
+        settings = self.SETTINGS.check(
+            {
+                "observation_dim": observation_dim,
+                "action_dim": action_dim,
+                "num_members": num_members,
+                "num_cells": num_cells,
+                "condition_on_steps": condition_on_steps,
+                "step_feature": step_feature,
+                "layer_norm": layer_norm,
+                "layer_norm_eps": layer_norm_eps,
+            }
+        )
+        self.observation_dim = settings["observation_dim"]
+        self.action_dim = settings["action_dim"]
+        self.num_members = settings["num_members"]
+        self.condition_on_steps = settings["condition_on_steps"]
+        self.step_feature = settings["step_feature"]
+        in_features = self.observation_dim + self.action_dim + int(self.condition_on_steps)
         self.network = EnsembleMLP(
-            num_members, in_features, 1, num_cells, layer_norm, layer_norm_eps
+            self.num_members,
+            in_features,
+            1,
+            settings["num_cells"],
+            settings["layer_norm"],
+            settings["layer_norm_eps"],
         )
         if in_keys is None:
             in_keys = ["observation", "action"] + (
@@ -123,11 +166,15 @@ class QEnsemble(TensorDictModuleBase):
     ) -> torch.Tensor:
         """Q values of every member.
 
+        Float observations and actions of another dtype are converted to the critic's;
+        integer ones are refused.
+
         Args:
             observation: ``[*B, observation_dim]``.
             action: ``[*B, action_dim]``.
-            inference_steps: the step count ``k`` of the scored actions, a number or a
-                tensor broadcastable to ``[*B, 1]``; required iff ``condition_on_steps``.
+            inference_steps: the step count ``k`` of the scored actions, a number (a power
+                of two, checked) or a tensor broadcastable to ``[*B, 1]`` (not checked:
+                that would cost a device sync); required iff ``condition_on_steps``.
 
         Returns:
             ``[E, *B, 1]``.
@@ -151,7 +198,19 @@ class QEnsemble(TensorDictModuleBase):
         """
         check_feature_dim(observation, self.observation_dim, "observation")
         check_feature_dim(action, self.action_dim, "action")
-        batch = torch.broadcast_shapes(observation.shape[:-1], action.shape[:-1])
+        checked = torch.compiler.is_compiling()  # compiled callers pass checked inputs
+        if not checked:
+            dtype = self.network.layers[0].weight.dtype
+            observation = as_model_dtype(observation, dtype, "observation")
+            action = as_model_dtype(action, dtype, "action")
+        try:
+            batch = torch.broadcast_shapes(observation.shape[:-1], action.shape[:-1])
+        except RuntimeError:
+            raise ValueError(
+                f"observation batch shape {list(observation.shape[:-1])} and action batch "
+                f"shape {list(action.shape[:-1])} do not broadcast: pass one action per "
+                "observation (or observations that broadcast to the actions)."
+            ) from None
         inputs = [observation.expand(*batch, -1), action.expand(*batch, -1)]
         if self.condition_on_steps:
             if inference_steps is None:
@@ -163,6 +222,8 @@ class QEnsemble(TensorDictModuleBase):
                 steps = inference_steps.to(action.dtype)
                 steps = torch.log2(steps) if self.step_feature == "log2" else steps
             else:  # a number: filled on the device, no host-to-device copy
+                if not checked:
+                    inference_steps = check_power_of_two(inference_steps, "inference_steps")
                 steps = float(inference_steps)
                 steps = math.log2(steps) if self.step_feature == "log2" else steps
             inputs.append(feature_column(steps, inputs[1]))

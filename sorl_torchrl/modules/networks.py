@@ -19,8 +19,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sorl_torchrl._validation import FLAG, Each, Number, Settings
+
 __all__ = [
     "DEFAULT_NUM_CELLS",
+    "LAYER_SIZES",
+    "SIZE",
     "EnsembleLinear",
     "EnsembleMLP",
     "TanhGELU",
@@ -33,6 +37,26 @@ __all__ = [
 
 #: Hidden sizes of the paper's actor and critic networks (4 x 512).
 DEFAULT_NUM_CELLS: tuple[int, ...] = (512, 512, 512, 512)
+
+#: Check of a size (features, members): an integer >= 1.
+SIZE = Number("[1, inf)", integer=True)
+#: Check of hidden layer sizes (``num_cells``): a list of sizes; empty is one linear layer.
+LAYER_SIZES = Each(SIZE, nonempty=False)
+_MLP_SETTINGS = Settings(
+    "MLP", {"in_features": SIZE, "out_features": SIZE, "num_cells": LAYER_SIZES}
+)
+_VELOCITY_SETTINGS = Settings("VelocityMLP", {"observation_dim": SIZE, "action_dim": SIZE})
+_ENSEMBLE_SETTINGS = Settings(
+    "EnsembleMLP",
+    {
+        "num_members": SIZE,
+        "in_features": SIZE,
+        "out_features": SIZE,
+        "num_cells": LAYER_SIZES,
+        "layer_norm": FLAG,
+        "layer_norm_eps": Number("(0, inf)"),
+    },
+)
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 _GELU_A = 0.044715
@@ -136,13 +160,16 @@ def _mlp_layers(
     num_cells: Sequence[int],
     activation: type[nn.Module] | None,
 ) -> list[nn.Module]:
+    sizes = _MLP_SETTINGS.check(
+        {"in_features": in_features, "out_features": out_features, "num_cells": num_cells}
+    )
     layers: list[nn.Module] = []
-    width = in_features
-    for cells in num_cells:
+    width = sizes["in_features"]
+    for cells in sizes["num_cells"]:
         layers.append(nn.Linear(width, cells))
         layers.append(activation() if activation is not None else TanhGELU())
         width = cells
-    layers.append(nn.Linear(width, out_features))
+    layers.append(nn.Linear(width, sizes["out_features"]))
     return layers
 
 
@@ -212,10 +239,13 @@ class VelocityMLP(nn.Sequential):
         num_cells: Sequence[int] = DEFAULT_NUM_CELLS,
         activation: type[nn.Module] | None = None,
     ) -> None:
-        in_features = observation_dim + action_dim + 2
-        super().__init__(*_mlp_layers(in_features, action_dim, num_cells, activation))
+        sizes = _VELOCITY_SETTINGS.check(
+            {"observation_dim": observation_dim, "action_dim": action_dim}
+        )
+        in_features = sizes["observation_dim"] + sizes["action_dim"] + 2
+        super().__init__(*_mlp_layers(in_features, sizes["action_dim"], num_cells, activation))
         glorot_init_(self)
-        self.observation_dim = int(observation_dim)
+        self.observation_dim = sizes["observation_dim"]
 
     def __getitem__(self, index: int | slice) -> nn.Module:
         """A layer, or a slice of layers as a plain ``nn.Sequential``."""
@@ -341,17 +371,27 @@ class EnsembleMLP(nn.Module):
         layer_norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
+        settings = _ENSEMBLE_SETTINGS.check(
+            {
+                "num_members": num_members,
+                "in_features": in_features,
+                "out_features": out_features,
+                "num_cells": num_cells,
+                "layer_norm": layer_norm,
+                "layer_norm_eps": layer_norm_eps,
+            }
+        )
+        num_members, width = settings["num_members"], settings["in_features"]
         self.num_members = num_members
-        self.in_features = in_features
+        self.in_features = width
         layers: list[nn.Module] = []
-        width = in_features
-        for cells in num_cells:
+        for cells in settings["num_cells"]:
             layers.append(EnsembleLinear(num_members, width, cells))
             layers.append(TanhGELU())
-            if layer_norm:
-                layers.append(_EnsembleLayerNorm(num_members, cells, layer_norm_eps))
+            if settings["layer_norm"]:
+                layers.append(_EnsembleLayerNorm(num_members, cells, settings["layer_norm_eps"]))
             width = cells
-        layers.append(EnsembleLinear(num_members, width, out_features))
+        layers.append(EnsembleLinear(num_members, width, settings["out_features"]))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from tensordict import TensorDictBase
@@ -10,16 +11,32 @@ from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 
 from sorl_torchrl._compile import CompiledMethod, compile_mode
+from sorl_torchrl._tensor_checks import as_model_dtype, check_feature_dim, check_finite
 from sorl_torchrl._validation import (
+    FLAG,
+    Choice,
+    Number,
     PowerOfTwo,
-    check_feature_dim,
-    check_finite,
+    Settings,
+    check_compile,
     check_power_of_two,
 )
 from sorl_torchrl.modules.actor import ShortcutActor
 from sorl_torchrl.modules.critic import QAggregation, QEnsemble
 
-__all__ = ["VerifierSampler"]
+__all__ = ["VERIFIER_SETTINGS", "VerifierSampler"]
+
+#: The checks of :class:`VerifierSampler`'s settings; per-call overrides run the same ones.
+VERIFIER_SETTINGS = Settings(
+    "VerifierSampler",
+    {
+        "num_candidates": Number("[1, inf)", integer=True),
+        "inference_steps": check_power_of_two,
+        "q_agg": Choice("mean", "min"),
+        "return_candidates": FLAG,
+        "compile": check_compile,
+    },
+)
 
 
 class VerifierSampler(TensorDictModuleBase):
@@ -37,10 +54,12 @@ class VerifierSampler(TensorDictModuleBase):
         actor: the shortcut actor that proposes candidates.
         critic: the Q ensemble that scores them. If it is conditioned on the step count,
             it is given ``inference_steps`` (as in the released code).
-        num_candidates: ``N``, candidates per observation.
-        inference_steps: ``k``, Euler steps per candidate (a power of two).
+        num_candidates: ``N``, candidates per observation (an integer >= 1).
+        inference_steps: ``k``, Euler steps per candidate (a power of two). More steps than
+            the actor was trained for (its ``trained_steps``, ``M_disc``) warn once per
+            ``k`` (:class:`~sorl_torchrl.modules.actor.StepsBeyondTrainingWarning`).
         q_agg: ``"mean"`` or ``"min"`` over ensemble members.
-        return_candidates: also write ``candidate_actions`` ``[*B, N, act]`` and
+        return_candidates: (a bool) also write ``candidate_actions`` ``[*B, N, act]`` and
             ``candidate_scores`` ``[*B, N]`` to the output tensordict.
         in_keys: the observation key.
         out_keys: the action key, then (if ``return_candidates``) the candidates and
@@ -59,7 +78,13 @@ class VerifierSampler(TensorDictModuleBase):
         >>> out = policy(TensorDict(observation=torch.randn(4, 3), batch_size=[4]))
         >>> out["action"].shape, out["candidate_actions"].shape, out["candidate_scores"].shape
         (torch.Size([4, 2]), torch.Size([4, 8, 2]), torch.Size([4, 8]))
+        >>> policy.select(torch.randn(4, 3), num_candidates=0)
+        Traceback (most recent call last):
+        ...
+        sorl_torchrl._validation.SettingError: num_candidates must be an integer >= 1, got 0.
     """
+
+    SETTINGS: ClassVar[Settings] = VERIFIER_SETTINGS
 
     def __init__(
         self,
@@ -75,22 +100,35 @@ class VerifierSampler(TensorDictModuleBase):
         compile: bool | str = False,
     ) -> None:
         super().__init__()
+        if not isinstance(actor, ShortcutActor) or not isinstance(critic, QEnsemble):
+            raise TypeError(
+                "VerifierSampler needs a ShortcutActor and a QEnsemble, got "
+                f"{type(actor).__name__} and {type(critic).__name__}."
+            )
         if actor.observation_dim != critic.observation_dim or (
             actor.action_dim != critic.action_dim
         ):
             raise ValueError(
                 "actor and critic disagree on sizes: actor (obs, act) = "
                 f"({actor.observation_dim}, {actor.action_dim}), critic = "
-                f"({critic.observation_dim}, {critic.action_dim})."
+                f"({critic.observation_dim}, {critic.action_dim}). Build both for the same "
+                "environment."
             )
-        if q_agg not in ("mean", "min"):
-            raise ValueError(f"q_agg must be 'mean' or 'min', got {q_agg!r}.")
+        settings = self.SETTINGS.check(
+            {
+                "num_candidates": num_candidates,
+                "inference_steps": inference_steps,
+                "q_agg": q_agg,
+                "return_candidates": return_candidates,
+                "compile": compile,
+            }
+        )
         self.actor = actor
         self.critic = critic
-        self.num_candidates = num_candidates
-        self.inference_steps = inference_steps
-        self.q_agg = q_agg
-        self.return_candidates = return_candidates
+        self.num_candidates = settings["num_candidates"]
+        self.inference_steps = settings["inference_steps"]
+        self.q_agg = settings["q_agg"]
+        self.return_candidates = return_candidates = settings["return_candidates"]
         if out_keys is None:
             out_keys = ["action"] + (
                 ["candidate_actions", "candidate_scores"] if return_candidates else []
@@ -111,9 +149,7 @@ class VerifierSampler(TensorDictModuleBase):
 
     @num_candidates.setter
     def num_candidates(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"num_candidates must be a positive int, got {value!r}.")
-        self._num_candidates = value
+        self._num_candidates = self.SETTINGS["num_candidates"](value, "num_candidates")
 
     inference_steps = PowerOfTwo("``k``, the Euler steps per candidate.")
 
@@ -165,26 +201,38 @@ class VerifierSampler(TensorDictModuleBase):
 
         Args:
             observation: ``[*B, obs]``.
-            num_candidates: ``N``; the module default if ``None``.
-            inference_steps: ``k``; the module default if ``None``.
+            num_candidates: ``N``; the module default if ``None``. Checked like the
+                constructor's (an integer >= 1).
+            inference_steps: ``k``; the module default if ``None``. Checked like the
+                constructor's (a power of two); above the actor's ``trained_steps`` it
+                warns once per ``k``.
             noise: starting noise of every candidate, ``[*B, N, act]``; fresh if ``None``.
+                Float observations and noise are converted to the actor's dtype; integer
+                ones are refused.
 
         Returns:
             ``(action [*B, act], candidates [*B, N, act], scores [*B, N] or None)``;
             scores are ``None`` when ``N == 1`` and ``return_candidates`` is off (no critic
             call is needed then).
         """
-        n = self.num_candidates if num_candidates is None else num_candidates
-        k = self.inference_steps if inference_steps is None else check_power_of_two(inference_steps)
+        n = self.num_candidates
+        if num_candidates is not None:
+            n = self.SETTINGS["num_candidates"](num_candidates, "num_candidates")
+        k = self.inference_steps if inference_steps is None else inference_steps
+        k = self.actor.module.steps_for_call(k)  # checked; warns beyond training
         check_feature_dim(observation, self.actor.observation_dim, "observation")
+        dtype = self.actor.module.dtype
+        observation = as_model_dtype(observation, dtype, "observation")
         shape = (*observation.shape[:-1], n, self.actor.action_dim)
         if noise is None:
-            noise = torch.randn(shape, device=observation.device, dtype=observation.dtype)
+            noise = torch.randn(shape, device=observation.device, dtype=dtype)
         elif noise.shape != shape:
             raise ValueError(
                 f"noise must have shape {list(shape)} "
                 f"([*B, num_candidates, action_dim]), got {list(noise.shape)}."
             )
+        else:
+            noise = as_model_dtype(noise, dtype, "noise")
         return self._select(self, observation, noise, n, k)
 
     def _select_tensors(

@@ -8,7 +8,12 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.utils import unravel_key
 
-from sorl_torchrl._validation import check_feature_dim, check_finite
+from sorl_torchrl._tensor_checks import (
+    as_model_dtype,
+    check_binary,
+    check_feature_dim,
+    check_finite,
+)
 
 __all__ = ["actor_diagnostics", "critic_diagnostics", "read_ted_batch"]
 
@@ -20,12 +25,15 @@ def read_ted_batch(
     action_dim: int,
     *,
     check_values: bool = True,
+    dtype: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
     """The tensors of a TED batch that the losses read, flattened to one batch dim.
 
-    Keys and shapes are always checked (host-side metadata: no device synchronisation).
-    With ``check_values`` the values are also checked to be finite (one synchronisation
-    per tensor on a GPU). ``terminated`` becomes the float ``mask = 1 - terminated``.
+    Keys, shapes and dtypes are always checked (host-side metadata: no device
+    synchronisation). With ``check_values`` the values are also checked: observations,
+    actions and rewards finite, ``terminated`` only 0 and 1 (one synchronisation per tensor
+    on a GPU). ``terminated`` (bool, or numeric 0/1) becomes the float
+    ``mask = 1 - terminated``.
 
     Args:
         tensordict: the batch, in the TED layout (``("next", key)`` for next-step keys).
@@ -33,7 +41,11 @@ def read_ted_batch(
             ``terminated``).
         observation_dim: expected observation size.
         action_dim: expected action size.
-        check_values: check that observations, actions and rewards are finite.
+        check_values: check the values (see above).
+        dtype: the dtype the networks compute in: floating-point observations, actions and
+            rewards of another precision are converted to it, integer or bool ones are
+            refused (:func:`~sorl_torchrl._tensor_checks.as_model_dtype`). ``None``: the
+            observations' dtype.
 
     Returns:
         ``{"observation", "action", "next_observation", "reward", "mask"}``.
@@ -49,6 +61,11 @@ def read_ted_batch(
         ...     batch_size=[4])
         >>> read_ted_batch(batch, keys, 3, 2)["mask"].flatten().tolist()
         [0.0, 1.0, 1.0, 0.0]
+        >>> batch["next", "terminated"] = torch.tensor([[2], [0], [0], [1]])
+        >>> read_ted_batch(batch, keys, 3, 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: terminated holds 1 value(s) other than 0 and 1 ...
     """
     wanted = {
         "observation": keys.observation,
@@ -73,10 +90,17 @@ def read_ted_batch(
     check_feature_dim(batch["action"], action_dim, "action")
     check_feature_dim(batch["reward"], 1, "reward")
     check_feature_dim(batch["terminated"], 1, "terminated")
+    if dtype is None:
+        observation = batch["observation"]
+        dtype = observation.dtype if observation.is_floating_point() else torch.get_default_dtype()
+    for name in ("observation", "action", "next_observation", "reward"):
+        batch[name] = as_model_dtype(batch[name], dtype, name)
+    terminated = batch.pop("terminated")
     if check_values:
         for name in ("observation", "action", "next_observation", "reward"):
             check_finite(batch[name], name)
-    batch["mask"] = 1.0 - batch.pop("terminated").to(batch["reward"].dtype)
+        check_binary(terminated, "terminated")
+    batch["mask"] = 1.0 - terminated.to(dtype)
     return batch
 
 

@@ -10,7 +10,8 @@ checked against its equation; :meth:`ShortcutLoss.actor_loss` and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from functools import partial
+from typing import Any, ClassVar, Literal
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
@@ -18,13 +19,61 @@ from tensordict.nn import dispatch
 from tensordict.utils import NestedKey
 from torchrl.objectives.common import LossModule
 
-from sorl_torchrl._validation import check_power_of_two
+from sorl_torchrl._validation import (
+    FLAG,
+    Choice,
+    Number,
+    SettingError,
+    Settings,
+    check_power_of_two,
+)
 from sorl_torchrl.modules.actor import ShortcutActor
 from sorl_torchrl.modules.critic import QAggregation, QEnsemble
 from sorl_torchrl.objectives.batch import actor_diagnostics, critic_diagnostics, read_ted_batch
 from sorl_torchrl.objectives.shortcut_terms import ShortcutTerms
 
 __all__ = ["ShortcutLoss"]
+
+
+def _bptt_within_discretization(values: dict[str, Any], prefix: str) -> SettingError | None:
+    """The rule ``max_bptt_steps <= discretization_steps``.
+
+    The Q and TD losses sample with up to ``M_BTT`` Euler steps, and only step counts up to
+    ``M_disc`` are trained by the FM and SC terms.
+    """
+    bptt, disc = values.get("max_bptt_steps"), values.get("discretization_steps")
+    if bptt is None or disc is None or bptt <= disc:
+        return None
+    return SettingError(
+        f"{prefix}max_bptt_steps",
+        bptt,
+        f"a power of two <= discretization_steps ({disc})",
+        "The Q and TD losses sample with up to max_bptt_steps Euler steps, and the "
+        "flow-matching and self-consistency terms never train step counts above "
+        "discretization_steps: raise discretization_steps or lower max_bptt_steps.",
+    )
+
+
+#: The checks of :class:`ShortcutLoss`'s settings (the recipes' config check reuses them).
+LOSS_SETTINGS = Settings(
+    "ShortcutLoss",
+    {
+        "discount": Number("[0, 1]"),
+        "q_agg": Choice("mean", "min"),
+        "q_loss_coef": Number("[0, inf)", meaning="0: behaviour cloning"),
+        "alpha": Number("[0, inf)"),
+        "fm_coef": Number("[0, inf)"),
+        "discretization_steps": partial(check_power_of_two, minimum=2),
+        "max_bptt_steps": check_power_of_two,
+        "normalize_q_loss": FLAG,
+        "time_epsilon": Number("[0, 1)"),
+        "next_action_grad": FLAG,
+        "actor_q_agg": Choice("mean", "min", None),
+        "sc_target_network": Choice("target", "online"),
+        "validate_inputs": FLAG,
+    },
+    rules=[_bptt_within_discretization],
+)
 
 
 class ShortcutLoss(ShortcutTerms, LossModule):
@@ -75,23 +124,34 @@ class ShortcutLoss(ShortcutTerms, LossModule):
     target updates and live in :class:`~sorl_torchrl.objectives.SORLUpdateStep`.
 
     Args:
-        actor_network: the shortcut actor.
+        actor_network: the shortcut actor. The loss records ``discretization_steps`` on it
+            (:attr:`ShortcutActor.trained_steps`), so that sampling it with more steps than
+            it was trained for warns.
         qvalue_network: the Q ensemble (its members are stacked parameters).
-        discount: ``gamma``.
+        discount: ``gamma``, in ``[0, 1]``.
         q_agg: aggregation of the target ensemble in the TD target, ``"mean"`` or ``"min"``.
-        q_loss_coef: weight of the Q loss (released default 100; tuned per environment).
-        alpha: weight of the SC loss.
-        fm_coef: weight of the FM loss.
-        discretization_steps: ``M_disc``, a power of two (FM grid and SC step codes).
-        max_bptt_steps: ``M_BTT``, a power of two; ``k`` is drawn from ``{1, 2, ..., M_BTT}``.
-        normalize_q_loss: scale the Q loss by ``stopgrad(1 / mean|Q|)``.
-        time_epsilon: ``eps`` of the interpolation path.
-        next_action_grad: quirk (a), see above.
-        actor_q_agg: quirk (e), see above.
+        q_loss_coef: weight of the Q loss, finite and ``>= 0`` (0: behaviour cloning;
+            released default 100, tuned per environment).
+        alpha: weight of the SC loss, finite and ``>= 0``.
+        fm_coef: weight of the FM loss, finite and ``>= 0``.
+        discretization_steps: ``M_disc``, a power of two ``>= 2`` (FM grid and SC step codes).
+        max_bptt_steps: ``M_BTT``, a power of two ``<= discretization_steps``; ``k`` is drawn
+            from ``{1, 2, ..., M_BTT}``.
+        normalize_q_loss: scale the Q loss by ``stopgrad(1 / mean|Q|)`` (a bool).
+        time_epsilon: ``eps`` of the interpolation path, in ``[0, 1)``.
+        next_action_grad: quirk (a), see above (a bool).
+        actor_q_agg: quirk (e), see above: ``"mean"``, ``"min"`` or ``None``.
         sc_target_network: ``"target"`` or ``"online"``, see above.
-        validate_inputs: also check that every batch is finite (one device synchronisation
-            per batch on a GPU). Keys and shapes are always checked. Switch it off for data
-            validated once when it was loaded, as the recipes do for OGBench buffers.
+        validate_inputs: also check that every batch is finite and that ``terminated`` holds
+            only 0 and 1 (one device synchronisation per tensor on a GPU). Keys, shapes and
+            dtypes are always checked. Switch it off for data validated once when it was
+            loaded, as the recipes do for OGBench buffers.
+
+    Every setting is checked when the loss is built (:data:`LOSS_SETTINGS`, also
+    ``ShortcutLoss.SETTINGS``); one error lists every value that is not allowed, with its
+    range. Batches follow the package's dtype rule: floating-point tensors of another
+    precision are converted to the actor's dtype, integer observations, actions and rewards
+    are refused; ``terminated`` may be bool or numeric.
 
     Examples:
         >>> import torch
@@ -112,6 +172,13 @@ class ShortcutLoss(ShortcutTerms, LossModule):
         >>> (out["loss_actor"] + out["loss_qvalue"]).backward()
         >>> sorted(k for k in out.keys() if k.startswith("loss_"))
         ['loss_actor', 'loss_qvalue']
+        >>> ShortcutLoss(actor, critic, discount=1.5, q_loss_coef=float("nan"))
+        Traceback (most recent call last):
+        ...
+        sorl_torchrl._validation.SettingsError: ShortcutLoss: 2 settings are not allowed:
+          discount: got 1.5, allowed a finite number in [0, 1]
+          q_loss_coef: got nan, allowed a finite number >= 0 (0: behaviour cloning)
+        Change each one to an allowed value.
     """
 
     @dataclass
@@ -138,6 +205,7 @@ class ShortcutLoss(ShortcutTerms, LossModule):
         done: NestedKey = "done"
         priority: NestedKey = "td_error"
 
+    SETTINGS: ClassVar[Settings] = LOSS_SETTINGS
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
     out_keys = [
@@ -186,40 +254,46 @@ class ShortcutLoss(ShortcutTerms, LossModule):
     ) -> None:
         super().__init__()
         if not isinstance(actor_network, ShortcutActor):
-            raise TypeError(f"actor_network must be a ShortcutActor, got {type(actor_network)}.")
+            raise TypeError(
+                f"actor_network must be a ShortcutActor, got {type(actor_network).__name__}."
+            )
         if not isinstance(qvalue_network, QEnsemble):
-            raise TypeError(f"qvalue_network must be a QEnsemble, got {type(qvalue_network)}.")
-        if (actor_network.observation_dim, actor_network.action_dim) != (
-            qvalue_network.observation_dim,
-            qvalue_network.action_dim,
-        ):
-            raise ValueError(
-                "actor_network and qvalue_network disagree on observation/action size."
+            raise TypeError(
+                f"qvalue_network must be a QEnsemble, got {type(qvalue_network).__name__}."
             )
-        for name, value in (("q_agg", q_agg), ("actor_q_agg", actor_q_agg)):
-            if value not in ("mean", "min") and not (name == "actor_q_agg" and value is None):
-                raise ValueError(f"{name} must be 'mean' or 'min', got {value!r}.")
-        if sc_target_network not in ("target", "online"):
+        sizes = {
+            "actor_network": (actor_network.observation_dim, actor_network.action_dim),
+            "qvalue_network": (qvalue_network.observation_dim, qvalue_network.action_dim),
+        }
+        if len(set(sizes.values())) != 1:
             raise ValueError(
-                f"sc_target_network must be 'target' or 'online', got {sc_target_network!r}."
+                "actor_network and qvalue_network disagree on observation/action size: "
+                f"(obs, act) = {sizes['actor_network']} and {sizes['qvalue_network']}. Build "
+                "both for the same environment."
             )
-        self.discretization_steps = check_power_of_two(discretization_steps, "discretization_steps")
-        if self.discretization_steps < 2:
-            raise ValueError("discretization_steps must be at least 2 (it was 1).")
-        self.max_bptt_steps = check_power_of_two(max_bptt_steps, "max_bptt_steps")
-        self.discount = float(discount)
-        self.q_agg = q_agg
-        self.q_loss_coef = float(q_loss_coef)
-        self.alpha = float(alpha)
-        self.fm_coef = float(fm_coef)
-        self.normalize_q_loss = normalize_q_loss
-        self.time_epsilon = float(time_epsilon)
-        self.next_action_grad = next_action_grad
-        self.actor_q_agg = actor_q_agg
-        self.sc_target_network = sc_target_network
-        self.validate_inputs = validate_inputs
+        settings = self.SETTINGS.check(
+            {
+                "discount": discount,
+                "q_agg": q_agg,
+                "q_loss_coef": q_loss_coef,
+                "alpha": alpha,
+                "fm_coef": fm_coef,
+                "discretization_steps": discretization_steps,
+                "max_bptt_steps": max_bptt_steps,
+                "normalize_q_loss": normalize_q_loss,
+                "time_epsilon": time_epsilon,
+                "next_action_grad": next_action_grad,
+                "actor_q_agg": actor_q_agg,
+                "sc_target_network": sc_target_network,
+                "validate_inputs": validate_inputs,
+            }
+        )
+        for name, value in settings.items():
+            setattr(self, name, value)
         self.observation_dim = actor_network.observation_dim
         self.action_dim = actor_network.action_dim
+        # The actor learns step counts up to M_disc: its sampler warns beyond (not a weight).
+        actor_network.trained_steps = self.discretization_steps
         self.convert_to_functional(actor_network, "actor_network", create_target_params=True)
         self.convert_to_functional(qvalue_network, "qvalue_network", create_target_params=True)
 
@@ -246,10 +320,17 @@ class ShortcutLoss(ShortcutTerms, LossModule):
         self._in_keys = values
 
     # ------------------------------------------------------------------ batches
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the networks compute in (batches of another float dtype are converted)."""
+        first = next(self.actor_network_params.parameters(), None)
+        return torch.get_default_dtype() if first is None else first.dtype
+
     def read_batch(self, tensordict: TensorDictBase) -> dict[str, torch.Tensor]:
         """The tensors the losses read from a TED batch (see :func:`read_ted_batch`).
 
-        Values are checked to be finite when ``validate_inputs`` is on.
+        Float tensors are converted to :attr:`dtype`; values are checked to be finite (and
+        ``terminated`` to hold 0 and 1) when ``validate_inputs`` is on.
         """
         return read_ted_batch(
             tensordict,
@@ -257,6 +338,7 @@ class ShortcutLoss(ShortcutTerms, LossModule):
             self.observation_dim,
             self.action_dim,
             check_values=self.validate_inputs,
+            dtype=self.dtype,
         )
 
     def actor_loss(

@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
+from typing import ClassVar
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
 from torchrl.objectives import SoftUpdate
 
-from sorl_torchrl._compile import CompiledMethod, compile_mode
+from sorl_torchrl._compile import CompiledMethod
+from sorl_torchrl._validation import FLAG, Number, Settings, check_compile
 from sorl_torchrl.objectives.batch import actor_diagnostics, critic_diagnostics
 from sorl_torchrl.objectives.shortcut import ShortcutLoss
 
 __all__ = ["SORLUpdateStep", "default_adam"]
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+#: The checks of :class:`SORLUpdateStep`'s settings (the recipes' config check reuses them).
+UPDATE_SETTINGS = Settings(
+    "SORLUpdateStep",
+    {
+        "lr": Number("(0, inf)"),
+        "tau": Number("(0, 1]"),
+        "grad_clip_norm": Number("[0, inf)", optional=True, meaning="None or 0: no clipping"),
+        "shared_optimizer": FLAG,
+        "actor_uses_pre_step_critic": FLAG,
+        "targets_track_pre_step_weights": FLAG,
+        "compile": check_compile,
+    },
+)
 
 
 def default_adam(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:
@@ -60,13 +76,15 @@ class SORLUpdateStep:
 
     Args:
         loss: the SORL loss.
-        lr: learning rate of the default Adam (paper 1e-4).
-        tau: target update rate (paper 0.005).
-        grad_clip_norm: max global gradient norm; ``None`` or ``0`` disables clipping.
+        lr: learning rate of the default Adam, finite and ``> 0`` (paper 1e-4; also checked
+            when an ``optimizer_factory`` is given).
+        tau: target update rate, in ``(0, 1]`` (paper 0.005; 1 copies the online weights).
+        grad_clip_norm: max global gradient norm, finite and ``> 0``; ``None`` or ``0``
+            disables clipping. A negative value is refused (it would flip every gradient).
         optimizer_factory: builds an optimizer from parameters (default
             :func:`~sorl_torchrl.objectives.update.default_adam`, Adam with the fused
             kernel where available).
-        shared_optimizer: quirk (b).
+        shared_optimizer: quirk (b) (a bool, as are the next two).
         actor_uses_pre_step_critic: quirk (c).
         targets_track_pre_step_weights: quirk (d).
         compile: compile the training iteration with ``torch.compile``: ``False`` (default)
@@ -110,7 +128,13 @@ class SORLUpdateStep:
         >>> info = update(batch)
         >>> sorted(k for k in info.keys() if k.startswith("loss_"))
         ['loss_actor', 'loss_qvalue']
+        >>> SORLUpdateStep(loss, grad_clip_norm=-1)
+        Traceback (most recent call last):
+        ...
+        sorl_torchrl._validation.SettingError: grad_clip_norm must be None or a finite number ...
     """
+
+    SETTINGS: ClassVar[Settings] = UPDATE_SETTINGS
 
     def __init__(
         self,
@@ -125,14 +149,26 @@ class SORLUpdateStep:
         targets_track_pre_step_weights: bool = True,
         compile: bool | str = False,
     ) -> None:
-        if not 0.0 < tau <= 1.0:
-            raise ValueError(f"tau must be in (0, 1], got {tau}.")
+        if not isinstance(loss, ShortcutLoss):
+            raise TypeError(f"loss must be a ShortcutLoss, got {type(loss).__name__}.")
+        settings = self.SETTINGS.check(
+            {
+                "lr": lr,
+                "tau": tau,
+                "grad_clip_norm": grad_clip_norm,
+                "shared_optimizer": shared_optimizer,
+                "actor_uses_pre_step_critic": actor_uses_pre_step_critic,
+                "targets_track_pre_step_weights": targets_track_pre_step_weights,
+                "compile": compile,
+            }
+        )
         self.loss = loss
-        self.tau = tau
-        self.grad_clip_norm = grad_clip_norm or None
-        self.shared_optimizer = shared_optimizer
-        self.actor_uses_pre_step_critic = actor_uses_pre_step_critic
-        self.targets_track_pre_step_weights = targets_track_pre_step_weights
+        self.tau = settings["tau"]
+        self.grad_clip_norm = settings["grad_clip_norm"] or None
+        self.shared_optimizer = settings["shared_optimizer"]
+        self.actor_uses_pre_step_critic = settings["actor_uses_pre_step_critic"]
+        self.targets_track_pre_step_weights = settings["targets_track_pre_step_weights"]
+        lr = settings["lr"]
         factory = optimizer_factory or (lambda params: default_adam(params, lr))
         actor = list(loss.actor_network_params.values(True, True))
         critic = list(loss.qvalue_network_params.values(True, True))
@@ -141,12 +177,12 @@ class SORLUpdateStep:
         else:
             self.optimizers = {"critic": factory(critic), "actor": factory(actor)}
         # Marks the loss's target params as updated (and does the plain soft update).
-        self.target_updater = SoftUpdate(loss, tau=tau)
+        self.target_updater = SoftUpdate(loss, tau=self.tau)
         # Buffers for the pre-step weights (quirks (c) and (d)); allocated once.
         self._pre_critic = loss.qvalue_network_params.data.clone()
         self._pre_actor = loss.actor_network_params.data.clone()
         self._bind()
-        self.compile_mode = compile_mode(compile)
+        self.compile_mode = settings["compile"]
         self._compiled = {
             name: CompiledMethod(name, self.compile_mode, what=f"SORLUpdateStep.{name}")
             for name in ("_critic_forward", "_actor_forward")
@@ -245,25 +281,32 @@ class SORLUpdateStep:
                 if param.grad is None:
                     param.grad = torch.zeros_like(param)
 
-    def _optimizer_step(self, which: str) -> None:
+    def _optimizer_step(self, which: str) -> torch.Tensor:
+        """Clip and step; returns the global gradient norm before clipping (a 0-d tensor)."""
+        params = self._clipped[which]
         if self.grad_clip_norm is not None:
-            nn.utils.clip_grad_norm_(self._clipped[which], self.grad_clip_norm, foreach=True)
+            norm = nn.utils.clip_grad_norm_(params, self.grad_clip_norm, foreach=True)
+        else:
+            norm = nn.utils.get_total_norm([p.grad for p in params], foreach=True)
         self.optimizers["shared" if self.shared_optimizer else which].step()
+        return norm
 
     @torch.no_grad()
-    def _critic_step(self) -> None:
-        self._optimizer_step("critic")
+    def _critic_step(self) -> torch.Tensor:
+        norm = self._optimizer_step("critic")
         if self.targets_track_pre_step_weights:
             torch._foreach_lerp_(self._target_critic, self._pre_critic_list, self.tau)
+        return norm
 
     @torch.no_grad()
-    def _actor_step(self) -> None:
-        self._optimizer_step("actor")
+    def _actor_step(self) -> torch.Tensor:
+        norm = self._optimizer_step("actor")
         if self.targets_track_pre_step_weights:
             torch._foreach_lerp_(self._target_actor, self._pre_actor_list, self.tau)
         else:
             torch._foreach_lerp_(self._target_critic, self._critic_data, self.tau)
             torch._foreach_lerp_(self._target_actor, self._actor_data, self.tau)
+        return norm
 
     @torch.no_grad()
     def _snapshot(self) -> None:
@@ -275,6 +318,9 @@ class SORLUpdateStep:
     # ------------------------------------------------------------------ one iteration
     def __call__(self, batch: TensorDictBase) -> TensorDictBase:
         """Run one iteration on ``batch``; returns the detached losses and diagnostics.
+
+        The diagnostics include the global gradient norm of each step before clipping
+        (``grad_norm_critic``, ``grad_norm_actor``).
 
         The per-sample TD error ``|Q - y|`` (mean over members, ``[B]``) is written into
         ``batch`` under the loss's priority key, for a prioritized sampler's
@@ -290,11 +336,11 @@ class SORLUpdateStep:
             "_critic_forward", *inputs.values(), critic_draws["noise"], k_critic
         )
         self._backward("critic", loss_qvalue)
-        self._critic_step()
+        grad_norm_critic = self._critic_step()
         obs, action = inputs["observation"], inputs["action"]
         loss_actor, meta_actor = self._run("_actor_forward", obs, action, actor_draws, k_actor)
         self._backward("actor", loss_actor)
-        self._actor_step()
+        grad_norm_actor = self._actor_step()
         td_error = meta_qvalue.pop("td_error")
         if batch.batch_dims == 1:
             batch.set(loss.tensor_keys.priority, td_error)
@@ -302,6 +348,8 @@ class SORLUpdateStep:
             {
                 "loss_qvalue": loss_qvalue.detach(),
                 "loss_actor": loss_actor.detach(),
+                "grad_norm_critic": grad_norm_critic.detach(),
+                "grad_norm_actor": grad_norm_actor.detach(),
                 **meta_qvalue,
                 **meta_actor,
             }

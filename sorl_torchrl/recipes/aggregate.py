@@ -14,8 +14,10 @@ variant. Reading the runs, the statistics and the report are :mod:`sorl_torchrl.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
+from sorl_torchrl._cli import EXIT_STATUS_HELP, add_debug_option, console_command
 from sorl_torchrl.recipes.sweep.collect import OUTPUT_DIRNAME, RUN_MARKERS, Cell, collect_runs
 from sorl_torchrl.recipes.sweep.report import format_env_table, write_outputs
 from sorl_torchrl.recipes.sweep.stats import default_cells
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sorl-results",
         description="Collect a sweep of SORL runs into tables (Markdown, CSV) and scaling plots.",
+        epilog=EXIT_STATUS_HELP,
     )
     parser.add_argument("sweep_dir", type=Path, help="Hydra sweep dir (run dirs at any depth)")
     parser.add_argument(
@@ -66,23 +69,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="exit status 1 if any run is not all there"
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the scaling plots")
+    add_debug_option(parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+@console_command("sorl-results")
+def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``sorl-results``); returns the exit status.
 
-    Raises:
-        SystemExit: if the sweep dir does not exist or holds no run dirs, or on bad arguments.
+    0 on success; 1 with ``--strict`` when a run is missing or unfinished; 2 (one message,
+    no traceback) when the sweep dir does not exist or holds no run dirs, or on bad
+    arguments (argparse exits with 2 itself).
     """
     args = build_parser().parse_args(argv)
     sweep_dir: Path = args.sweep_dir
     if not sweep_dir.is_dir():
-        raise SystemExit(f"sorl-results: sweep dir {sweep_dir} does not exist (or is no dir).")
+        raise FileNotFoundError(
+            f"sweep dir {sweep_dir} does not exist (or is not a directory): pass the dir that "
+            "holds the run dirs, e.g. sweeps/paper."
+        )
     runs = collect_runs(sweep_dir)
     if not runs:
         markers = ", ".join(RUN_MARKERS)
-        raise SystemExit(f"sorl-results: no run dirs under {sweep_dir} (none holds {markers}).")
+        raise FileNotFoundError(
+            f"no run dirs under {sweep_dir} (none holds {markers}): pass the sweep dir that "
+            "sorl-train -m wrote (hydra.sweep.dir)."
+        )
     cells = list(dict.fromkeys(args.cell)) if args.cell else default_cells(runs)
     out_dir = args.out if args.out is not None else sweep_dir / OUTPUT_DIRNAME
     env_rows, problems, paths = write_outputs(

@@ -1,20 +1,24 @@
 """Pieces shared by the training and evaluation recipes.
 
-The dataset a config names (and its sizes, from the dataset spec), the modules built from a
-config, and the checks that keep a checkpoint from being resumed or evaluated as another run.
+The dataset a config names (its sizes, from the dataset spec; its files, generated if asked),
+the modules built from a config, and the checks that keep a checkpoint from being resumed or
+evaluated as another run.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sorl_torchrl import QEnsemble, ShortcutActor, ShortcutLoss, SORLUpdateStep
-from sorl_torchrl.checkpoint import CheckpointError
+from sorl_torchrl.checkpoint import CheckpointError, load_module_state
+from sorl_torchrl.data.generate import default_dataset_dir, generate_command, generate_dataset
+from sorl_torchrl.data.provenance import interrupted_generation, shard_dir
 from sorl_torchrl.data.specs import DATASETS, DatasetSpec, _unknown, get_dataset_spec
+from sorl_torchrl.deploy.build import build_sorl_modules
 from sorl_torchrl.recipes.run_record import CHECKPOINT_NAME, record_identity, resume_differences
 
 __all__ = [
@@ -25,8 +29,10 @@ __all__ = [
     "dataset_spec",
     "env_names",
     "load_weights",
-    "select_device",
+    "prepare_dataset",
 ]
+
+log = logging.getLogger("sorl.train")
 
 
 def env_names() -> list[str]:
@@ -73,31 +79,65 @@ def dataset_id(cfg: DictConfig) -> str:
     return f"{cfg.env.name}-singletask-task{task}-v0"
 
 
+def prepare_dataset(cfg: DictConfig) -> Path:
+    """The dataset dir; with ``data.generate_if_missing`` generates the dataset there first.
+
+    Generation runs when neither file exists, and finishes an interrupted generation (its
+    ``<name>.partial`` dir). It never replaces an existing file: a dataset with only one of
+    its two files is an error that gives the command regenerating both.
+    """
+    root = Path(cfg.data.root).expanduser() if cfg.data.root else default_dataset_dir()
+    name = dataset_spec(cfg).name
+    if not cfg.data.generate_if_missing:
+        return root
+    files = [root / f"{name}.npz", root / f"{name}-val.npz"]
+    interrupted = interrupted_generation(files[0]) is not None
+    present = [path for path in files if path.exists()]
+    if len(present) == 2 and not interrupted:
+        return root
+    sizes = "" if cfg.data.num_episodes is None else f" --num-episodes {cfg.data.num_episodes}"
+    regenerate = f"{generate_command(name, root)} --seed {cfg.seed}{sizes} --overwrite"
+    if present and not interrupted:
+        missing = ", ".join(path.name for path in files if path not in present)
+        raise FileNotFoundError(
+            f"The dataset {name} in {root} is incomplete: {present[0].name} exists but "
+            f"{missing} does not, and data.generate_if_missing=true never replaces an "
+            f"existing file. Regenerate both with `{regenerate}` and run this command again, "
+            f"or move {present[0]} away to let this command generate the dataset."
+        )
+    log.info("Dataset %s not found in %s: generating it locally.", name, root)
+    try:
+        generate_dataset(
+            name,
+            out_dir=root,
+            num_episodes=cfg.data.num_episodes,
+            seed=cfg.seed,
+            workers=cfg.data.workers,
+            progress=cfg.progress,
+        )
+    except FileExistsError as err:  # the interrupted generation had other settings
+        raise FileExistsError(
+            f"data.generate_if_missing=true cannot finish the dataset {name}: "
+            f"{shard_dir(files[0])} holds an interrupted generation with other settings "
+            f"than this run's (seed={cfg.seed}, data.num_episodes={cfg.data.num_episodes}). "
+            "Finish it with the `sorl-data generate` command that started it, or discard it "
+            f"and generate the dataset with this run's settings: `{regenerate}`."
+        ) from err
+    return root
+
+
 def build_modules(cfg: DictConfig) -> tuple[ShortcutActor, QEnsemble, ShortcutLoss, SORLUpdateStep]:
     """Actor, critic, loss and update step from the config groups, on ``cfg.device``.
 
     The observation and action sizes come from the dataset spec of ``env.name``; ``network``,
     ``loss``, ``optim`` and ``compile`` give the rest.
     """
-    spec = dataset_spec(cfg)
-    obs_dim, act_dim = spec.observation_dim, spec.action_dim
-    net = cfg.network
-    actor = ShortcutActor(obs_dim, act_dim, num_cells=tuple(net.actor_cells))
-    critic = QEnsemble(
-        obs_dim,
-        act_dim,
-        int(net.num_critics),
-        num_cells=tuple(net.critic_cells),
-        condition_on_steps=bool(net.condition_on_steps),
-        step_feature=net.step_feature,
-        layer_norm=bool(net.critic_layer_norm),
-    )
-    actor, critic = actor.to(cfg.device), critic.to(cfg.device)
+    dataset_spec(cfg)  # env.name is known (the error lists the known names)
+    sections = ("env", "network", "loss")
+    config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in sections}
     # The replay buffer checked the dataset's values once when it was built, so the loss
     # checks only keys and shapes per batch (no device synchronisation per update).
-    loss = ShortcutLoss(
-        actor, critic, validate_inputs=False, **OmegaConf.to_container(cfg.loss, resolve=True)
-    )
+    actor, critic, loss = build_sorl_modules(config, device=cfg.device, validate_inputs=False)
     update = SORLUpdateStep(
         loss, compile=cfg.get("compile", False), **OmegaConf.to_container(cfg.optim, resolve=True)
     )
@@ -135,28 +175,4 @@ def load_weights(loss: ShortcutLoss, state: dict[str, Any], path: Path) -> None:
     Raises:
         CheckpointError: A weight is missing, unexpected or of another shape (each named).
     """
-    saved, expected = state["loss"], loss.state_dict()
-    problems = [f"missing from the checkpoint: {key}" for key in expected if key not in saved]
-    problems += [f"not in the model: {key}" for key in saved if key not in expected]
-    problems += [
-        f"{key}: checkpoint {tuple(saved[key].shape)}, model {tuple(value.shape)}"
-        for key, value in expected.items()
-        if key in saved and tuple(saved[key].shape) != tuple(value.shape)
-    ]
-    if problems:
-        shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if problems[10:] else [])
-        raise CheckpointError(
-            f"The weights in {path} do not fit the networks its config builds:\n  "
-            + "\n  ".join(shown)
-            + "\nThe checkpoint was written by other code or edited; evaluate it with the "
-            "sorl-torchrl version that wrote it."
-        )
-    loss.load_state_dict(saved)
-
-
-def select_device(name: str) -> torch.device:
-    """``torch.device(name)``, with a clear error when CUDA is asked for but absent."""
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was asked for, but torch sees no CUDA device.")
-    return device
+    load_module_state(loss, state["loss"], path)

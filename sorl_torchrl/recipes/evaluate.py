@@ -18,12 +18,17 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 from omegaconf import OmegaConf
 
+from sorl_torchrl._cli import EXIT_STATUS_HELP, add_debug_option, console_command
+from sorl_torchrl._validation import Choice, Settings, check_compile, check_device
 from sorl_torchrl.checkpoint import CheckpointError, load_checkpoint
 from sorl_torchrl.envs import make_ogbench_env
-from sorl_torchrl.recipes.common import build_modules, dataset_id, load_weights, select_device
+from sorl_torchrl.envs.ogbench import SuccessTiming
+from sorl_torchrl.recipes.common import build_modules, dataset_id, load_weights
+from sorl_torchrl.recipes.config_checks import EVAL_SETTINGS
 from sorl_torchrl.recipes.run_record import (
     read_record,
     record_identity,
@@ -63,6 +68,23 @@ def check_against_record(state: dict, checkpoint: Path) -> None:
         )
 
 
+#: The checks of :func:`evaluate_checkpoint`'s arguments: those of the config's ``eval.*``
+#: and of the verifier, so that ``sorl-evaluate`` accepts what training evaluates with.
+EVALUATE_SETTINGS = Settings(
+    "sorl-evaluate",
+    {
+        "inference_steps": EVAL_SETTINGS["inference_steps"],
+        "num_candidates": EVAL_SETTINGS["num_candidates"],
+        "episodes": EVAL_SETTINGS["num_episodes"],
+        "seed": EVAL_SETTINGS["seed"],
+        "max_episode_steps": EVAL_SETTINGS["max_episode_steps"],
+        "success_timing": Choice(None, *get_args(SuccessTiming)),
+        "device": check_device,
+        "compile": check_compile,
+    },
+)
+
+
 def evaluate_checkpoint(
     checkpoint: Path,
     *,
@@ -78,16 +100,33 @@ def evaluate_checkpoint(
 ) -> list[dict]:
     """Check, load and evaluate a checkpoint; returns the grid rows (also written to ``out``).
 
+    The arguments are checked first (:data:`EVALUATE_SETTINGS`), before the checkpoint is
+    read: a device this machine does not have is reported as such.
+
     Raises:
+        ValueError: An argument is not allowed (every one is named, with its range).
+        FileNotFoundError: No checkpoint at ``checkpoint``.
         CheckpointError: The checkpoint cannot be read, belongs to another run than its run
             dir's record, or its weights do not fit the networks its config builds.
     """
+    settings = EVALUATE_SETTINGS.check(
+        {
+            "inference_steps": inference_steps,
+            "num_candidates": num_candidates,
+            "episodes": episodes,
+            "seed": seed,
+            "max_episode_steps": max_episode_steps,
+            "success_timing": success_timing,
+            "device": device,
+            "compile": compile,
+        }
+    )
     checkpoint = Path(checkpoint)
-    torch_device = select_device(device)
+    torch_device = settings["device"]
     state = load_checkpoint(checkpoint, map_location=torch_device)
     check_against_record(state, checkpoint)
     cfg = OmegaConf.create(state["config"])
-    cfg.device = device
+    cfg.device = str(torch_device)
     actor, critic, loss, _ = build_modules(cfg)
     load_weights(loss, state, checkpoint)
     timing = success_timing or cfg.env.success_timing
@@ -96,13 +135,13 @@ def evaluate_checkpoint(
         actor,
         critic,
         env,
-        inference_steps=list(inference_steps),
-        num_candidates=list(num_candidates),
-        num_episodes=episodes,
-        seed=seed,
+        inference_steps=settings["inference_steps"],
+        num_candidates=settings["num_candidates"],
+        num_episodes=settings["episodes"],
+        seed=settings["seed"],
         q_agg=cfg.loss.q_agg,
-        max_episode_steps=max_episode_steps,
-        compile=compile,
+        max_episode_steps=settings["max_episode_steps"],
+        compile=settings["compile"] or False,
     )
     env.close()
     out = out or checkpoint.parent / "evaluate"
@@ -114,28 +153,82 @@ def evaluate_checkpoint(
     return rows
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line of ``sorl-evaluate``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--inference-steps", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--num-candidates", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=1000)
-    parser.add_argument("--max-episode-steps", type=int, default=None)
-    parser.add_argument("--success-timing", choices=["pre", "post"], default=None)
-    parser.add_argument("--device", default="cpu")
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``sorl-evaluate``."""
+    parser = argparse.ArgumentParser(
+        prog="sorl-evaluate",
+        description=__doc__.split("\n")[0],
+        epilog=EXIT_STATUS_HELP,
+    )
+    parser.add_argument(
+        "checkpoint", type=Path, help="a checkpoint.pt written by sorl-train (in its run dir)"
+    )
+    parser.add_argument(
+        "--inference-steps",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4, 8],
+        metavar="K",
+        help="Euler steps k per action, powers of two (default: 1 2 4 8); more than the "
+        "model's discretization_steps warns",
+    )
+    parser.add_argument(
+        "--num-candidates",
+        type=int,
+        nargs="+",
+        default=[1, 4, 16],
+        metavar="N",
+        help="verifier candidates N per state, integers >= 1 (default: 1 4 16)",
+    )
+    parser.add_argument(
+        "--episodes", type=int, default=50, help="episodes per (k, N) point (default: 50)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1000, help="evaluation seed: the same episodes for every point"
+    )
+    parser.add_argument(
+        "--max-episode-steps",
+        type=int,
+        default=None,
+        help="episode cap (default: the environment's horizon)",
+    )
+    parser.add_argument(
+        "--success-timing",
+        choices=["pre", "post"],
+        default=None,
+        help="when success is read: 'pre' (ogbench >= 1.2) or 'post' (ogbench 1.1, the "
+        "published numbers); default: the checkpoint config's env.success_timing",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="torch device to evaluate on, e.g. cpu or cuda"
+    )
     parser.add_argument(
         "--compile",
         action="store_true",
         help="compile the verifier (one graph per k and N; pays off for many episodes)",
     )
-    parser.add_argument("--out", type=Path, default=None)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output dir for scaling.json, .csv and .png (default: <checkpoint dir>/evaluate)",
+    )
+    add_debug_option(parser)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (``sorl-evaluate``); returns the exit status, 0 on success."""
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line of ``sorl-evaluate``, parsed."""
+    return build_parser().parse_args(argv)
+
+
+@console_command("sorl-evaluate")
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``sorl-evaluate``); returns the exit status, 0 on success.
+
+    A user error (a missing checkpoint, a bad option, a device this machine lacks) prints
+    one message and returns 2; see :mod:`sorl_torchrl._cli`.
+    """
     args = parse_args(argv)
     evaluate_checkpoint(
         args.checkpoint,

@@ -21,10 +21,15 @@ config it records. The same identity decides
 sees half a file): ``status: running`` when a run starts (its ``run_key``, config, dataset,
 code version, and from which update it continues), then ``status: finished`` with the final
 (k, N) grid, every evaluation and final metrics, or ``status: failed`` with the error and its
-traceback. A record that stays ``running`` after its process is gone marks a killed run:
-rerunning the command resumes it from its checkpoint. Run dirs written by earlier versions may
-hold a separate ``failed.json`` instead; it is still read (:func:`read_record`), and removed
-once a new run claims the dir.
+traceback, or ``status: diverged`` when a loss or gradient norm went non-finite (its
+``divergence`` entry names the update, the terms and the last good checkpoint; a run that
+trained on with ``on_divergence=continue`` has its grid too, and is never ``finished``). A
+record that stays ``running`` after its process is gone marks a killed run: rerunning the
+command resumes it from its checkpoint (rerunning a diverged run is refused, see
+:mod:`sorl_torchrl.recipes.divergence`). A record that cannot be written (a full disk, a
+read-only run dir) is an :class:`OSError` that names the file (:func:`writing`). Run dirs
+written by earlier versions may hold a separate ``failed.json`` instead; it is still read
+(:func:`read_record`), and removed once a new run claims the dir.
 
 Records written before the data was part of the identity have no ``data.*`` keys: they are
 compared without them (a warning says so). The ``env.observation_dim`` / ``env.action_dim`` of
@@ -33,13 +38,14 @@ older configs are no longer settings (the sizes come from the dataset spec) and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
 import subprocess
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -67,6 +73,7 @@ __all__ = [
     "run_dirname",
     "run_identity",
     "with_dataset",
+    "writing",
 ]
 
 log = logging.getLogger("sorl.train")
@@ -95,6 +102,8 @@ BOOKKEEPING_KEYS: tuple[str, ...] = (
     # what it logs, how often it checkpoints and validates (validation restores the RNG)
     "progress",
     "logger",
+    # what a divergence does (stop or train on): the record's status says it diverged
+    "on_divergence",
     "log_interval",
     "checkpoint_interval",
     "val_interval",
@@ -283,6 +292,48 @@ def register_resolvers() -> None:
 # --------------------------------------------------------------------------- the record
 
 
+@contextlib.contextmanager
+def writing(path: Path, what: str, kept: str = "") -> Iterator[None]:
+    """Turn an :class:`OSError` while writing ``path`` into one that says what to do.
+
+    A full disk, a read-only dir or missing permissions end the run with the file named and
+    the way out; the file's previous content is intact, as every write is atomic. The error
+    keeps its type and ``errno``.
+
+    Args:
+        path: The file being written.
+        what: What it is, e.g. ``"checkpoint"``.
+        kept: What is still on disk, said after the reason.
+
+    Examples:
+        >>> import errno
+        >>> try:
+        ...     with writing(Path("run/results.json"), "run record"):
+        ...         raise OSError(errno.ENOSPC, "No space left on device")
+        ... except OSError as err:
+        ...     print(err.errno == errno.ENOSPC, err)  # doctest: +NORMALIZE_WHITESPACE
+        True Cannot write the run record run/results.json: No space left on device. Free
+        space on that disk or make run writable (or pass another run_dir), then run the same
+        command again: an interrupted run resumes from its last checkpoint.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        # torch.save reports a failed write as a RuntimeError raised while handling it
+        cause = err
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        error = type(cause)(
+            f"Cannot write the {what} {path}: {cause.strerror or cause}. {kept}Free space on "
+            f"that disk or make {path.parent} writable (or pass another run_dir), then run the "
+            "same command again: an interrupted run resumes from its last checkpoint."
+        )
+        error.errno = cause.errno
+        raise error from err
+
+
 def utc_now() -> str:
     """The current time, ISO 8601 in UTC."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -413,7 +464,9 @@ class RunRecord:
         self.fields.update(fields)
         rest = {k: v for k, v in self.fields.items() if k != "config"}
         record = {"status": status, **rest, "config": self.fields["config"]}
-        atomic_write_text(self.path, json.dumps(record, indent=2, default=str))
+        with writing(self.path, "run record"):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps(record, indent=2, default=str))
         return record
 
     def start(self, **fields: Any) -> dict[str, Any]:
@@ -421,35 +474,54 @@ class RunRecord:
 
         Adds ``started_at``, ``host`` and ``pid``; removes an earlier version's
         ``failed.json``.
+
+        Raises:
+            OSError: The record cannot be written (full disk, read-only run dir); the
+                message names the file and what to do.
         """
         self.claimed = True
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / FAILED_NAME).unlink(missing_ok=True)
-        return self._write(
+        record = self._write(
             "running", started_at=utc_now(), host=platform.node(), pid=os.getpid(), **fields
         )
+        (self.run_dir / FAILED_NAME).unlink(missing_ok=True)
+        return record
+
+    def note(self, **fields: Any) -> dict[str, Any]:
+        """Add ``fields`` to the record of the running run (``status: running``)."""
+        return self._write("running", **fields)
 
     def finish(self, **fields: Any) -> dict[str, Any]:
-        """Write ``status: finished`` with ``fields`` (and ``finished_at``)."""
-        return self._write("finished", **fields, finished_at=utc_now())
+        """Write the end of a run that trained to its last update (adds ``finished_at``).
 
-    def fail(self, error: BaseException, status: str = "failed") -> Path | None:
-        """Record ``error`` (and its traceback); returns the path written, or ``None``.
+        ``status: finished``, or ``status: diverged`` when ``fields`` (or an earlier
+        :meth:`note`) hold a ``divergence``: a run that trained on past a non-finite value
+        is never reported as finished.
+        """
+        status = "diverged" if {**self.fields, **fields}.get("divergence") else "finished"
+        return self._write(status, **fields, finished_at=utc_now())
+
+    def fail(self, error: BaseException, status: str = "failed", **fields: Any) -> Path | None:
+        """Record ``error``, its traceback and ``fields``; returns the path written, or ``None``.
 
         A run that failed before it claimed its dir (a bad setting, a refused resume) only
         writes a record into a dir that holds no run: an existing record or checkpoint
-        describes the run that is there, and stays as it is.
+        describes the run that is there, and stays as it is. A record that cannot be written
+        (the disk is full, the dir read-only) is logged and ``None`` returned, so that the
+        error that ended the run is the one raised.
         """
-        if not self.claimed:
-            if self.path.exists() or (self.run_dir / CHECKPOINT_NAME).exists():
-                return None
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.claimed and (self.path.exists() or (self.run_dir / CHECKPOINT_NAME).exists()):
+            return None
+        try:
+            self._write(
+                status,
+                error=f"{type(error).__name__}: {error}",
+                traceback="".join(traceback.format_exception(error)),
+                failed_at=utc_now(),
+                git=self.fields.get("git") or git_revision(),
+                **fields,
+            )
             (self.run_dir / FAILED_NAME).unlink(missing_ok=True)
-        self._write(
-            status,
-            error=f"{type(error).__name__}: {error}",
-            traceback="".join(traceback.format_exception(error)),
-            failed_at=utc_now(),
-            git=self.fields.get("git") or git_revision(),
-        )
+        except OSError as err:
+            log.error("The run's %s record was not written: %s", status, err)
+            return None
         return self.path

@@ -13,10 +13,16 @@ finished run of the same run identity (:mod:`sorl_torchrl.recipes.run_record`: t
 the seed and the data's content hash) is skipped, one that holds only a checkpoint resumes
 from it, and a resume under another identity is refused.
 
+A loss or gradient norm that goes NaN or infinite stops the run (``on_divergence=stop``, the
+default) at the next log, evaluation or checkpoint with a
+:class:`~sorl_torchrl.recipes.divergence.DivergenceError` naming the update, the terms and
+the last good checkpoint; the record says ``status: diverged``. No checkpoint is ever written
+of weights trained past a non-finite value.
+
 Reads top to bottom: data and which run this is, the run record (``status: running``),
-modules, then the loop (sample, update, feed a prioritized sampler its TD errors, log,
-validate, evaluate, checkpoint), then the final (k, N) evaluation, its plot and the finished
-record.
+modules, then the loop (sample, update, watch for divergence, feed a prioritized sampler its
+TD errors, log, validate, evaluate, checkpoint), then the final (k, N) evaluation, its plot
+and the finished record.
 """
 
 from __future__ import annotations
@@ -38,20 +44,28 @@ from torchrl.record.loggers import get_logger
 from tqdm import tqdm
 
 from sorl_torchrl import ShortcutLoss
+from sorl_torchrl._cli import hydra_command
 from sorl_torchrl._io import atomic_write_text
+from sorl_torchrl._validation import check_device
 from sorl_torchrl.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from sorl_torchrl.data import OGBenchExperienceReplay, generate_dataset
+from sorl_torchrl.data import OGBenchExperienceReplay
 from sorl_torchrl.data.fingerprint import file_fingerprint
-from sorl_torchrl.data.generate import default_dataset_dir
 from sorl_torchrl.envs import make_ogbench_env
 from sorl_torchrl.recipes.common import (
     CHECKPOINT_NAME,
     build_modules,
     check_resumable,
     dataset_id,
-    dataset_spec,
     load_weights,
-    select_device,
+    prepare_dataset,
+)
+from sorl_torchrl.recipes.config_checks import validate_config
+from sorl_torchrl.recipes.divergence import (
+    DivergenceError,
+    DivergenceMonitor,
+    describe_divergence,
+    divergence_fields,
+    refuse_diverged,
 )
 from sorl_torchrl.recipes.run_record import (
     RunRecord,
@@ -62,6 +76,7 @@ from sorl_torchrl.recipes.run_record import (
     utc_now,
     versions,
     with_dataset,
+    writing,
 )
 from sorl_torchrl.scaling import (
     evaluate_scaling_grid,
@@ -72,23 +87,6 @@ from sorl_torchrl.scaling import (
 
 log = logging.getLogger("sorl.train")
 register_resolvers()  # hydra.sweep.subdir names each sweep job with sorl.run_dirname
-
-
-def prepare_dataset(cfg: DictConfig) -> Path:
-    """The dataset dir; regenerates the dataset there first if asked and absent."""
-    root = Path(cfg.data.root).expanduser() if cfg.data.root else default_dataset_dir()
-    name = dataset_spec(cfg).name
-    if cfg.data.generate_if_missing and not (root / f"{name}-val.npz").exists():
-        log.info("Dataset %s not found in %s: generating it locally.", name, root)
-        generate_dataset(
-            name,
-            out_dir=root,
-            num_episodes=cfg.data.num_episodes,
-            seed=cfg.seed,
-            workers=cfg.data.workers,
-            progress=cfg.progress,
-        )
-    return root
 
 
 def make_replay_buffers(
@@ -180,14 +178,8 @@ def validation_losses(loss, val_buffer, num_batches: int) -> dict[str, float]:
     return totals
 
 
-RESUME_MODES = (True, False, "auto")
-MATMUL_PRECISIONS = ("highest", "high", "medium")
-
-
 def resume_from_checkpoint(cfg: DictConfig, checkpoint_path: Path) -> bool:
     """Whether to resume, from ``cfg.resume`` (true / false / auto) and the run dir's state."""
-    if cfg.resume not in RESUME_MODES:
-        raise ValueError(f"resume must be true, false or auto, got {cfg.resume!r}.")
     exists = checkpoint_path.exists()
     if exists and cfg.resume is False:
         raise FileExistsError(
@@ -202,29 +194,26 @@ def resume_from_checkpoint(cfg: DictConfig, checkpoint_path: Path) -> bool:
     return exists and cfg.resume is not False
 
 
-def check_settings(cfg: DictConfig) -> None:
-    """Refuse bad top-level values before any work (each message names the allowed ones)."""
-    if cfg.resume not in RESUME_MODES:
-        raise ValueError(f"resume must be true, false or auto, got {cfg.resume!r}.")
-    if cfg.matmul_precision not in MATMUL_PRECISIONS:
-        raise ValueError(
-            f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got "
-            f"{cfg.matmul_precision!r} (see torch.set_float32_matmul_precision)."
-        )
-    dataset_id(cfg)  # env.name known, env.task in 1-5
-
-
 def run(cfg: DictConfig) -> dict:
     """Train and evaluate; returns the final record (also ``run_dir/results.json``).
 
-    Skips the work and returns the stored record when ``run_dir`` already holds a finished
-    run of the same identity (``resume=auto``, the default). A run that raises after it
-    claimed its run dir leaves ``status: failed`` with the error and traceback there.
+    A bad setting raises (every one listed) before anything is read or written. Skips the
+    work and returns the stored record when ``run_dir`` already holds a finished run of the
+    same identity (``resume=auto``, the default). A run that raises after it claimed its run
+    dir leaves ``status: failed`` with the error and traceback there, and one whose losses or
+    gradient norms went non-finite raises :class:`DivergenceError` and leaves
+    ``status: diverged`` (with ``on_divergence=continue`` it trains on and returns that
+    record, grid included).
     """
+    validate_config(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     record = RunRecord(Path(cfg.run_dir), config)
     try:
         return _train(cfg, record)
+    except DivergenceError as err:
+        if (path := record.fail(err, status="diverged", divergence=err.fields)) is not None:
+            log.error("Run diverged; details in %s", path)
+        raise
     except Exception as err:
         if (path := record.fail(err)) is not None:
             log.error("Run failed; details in %s", path)
@@ -233,12 +222,11 @@ def run(cfg: DictConfig) -> dict:
 
 def _train(cfg: DictConfig, record: RunRecord) -> dict:
     run_dir = record.run_dir
-    check_settings(cfg)
     wall_start = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     torch.set_float32_matmul_precision(cfg.matmul_precision)
-    device = select_device(cfg.device)
+    device = check_device(cfg.device)
     torch.manual_seed(cfg.seed)
 
     # --- data, and which run this is
@@ -247,16 +235,19 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
     config = with_dataset(record.fields["config"], dataset["name"], dataset["fingerprint"])
     record.fields["config"] = config
     identity = run_identity(config)
-    if cfg.resume == "auto" and (stored := finished_results(run_dir, identity)) is not None:
-        log.info("%s already holds a finished run of this config: skipped.", run_dir)
-        print(f"Skipped: {run_dir} already finished (results: {record.path}).")
-        return stored
+    if cfg.resume == "auto":
+        if (stored := finished_results(run_dir, identity)) is not None:
+            log.info("%s already holds a finished run of this config: skipped.", run_dir)
+            print(f"Skipped: {run_dir} already finished (results: {record.path}).")
+            return stored
+        refuse_diverged(run_dir, identity)
     checkpoint_path = run_dir / CHECKPOINT_NAME
     state = None
     if resume_from_checkpoint(cfg, checkpoint_path):
         state = load_checkpoint(checkpoint_path, map_location=device)
         check_resumable(state, identity, cfg.num_updates, checkpoint_path)
     start = state["step"] if state else 0
+    last_good = start if state else None  # the update checkpoint.pt holds
     wall_before = state.get("wall_time_s", 0.0) if state else 0.0
     segments = earlier_segments(state) + [
         {"from_update": start, "to_update": None, "started_at": utc_now()}
@@ -270,11 +261,13 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
         run_key=identity,
         dataset=dataset,
         resumed_from_update=start if state else None,
+        last_checkpoint_update=last_good,
         segments=segments,
         git=git_revision(),
         versions=versions(),
     )
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    with writing(run_dir / "config.yaml", "resolved config"):
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     # --- modules
     actor, critic, loss, update = build_modules(cfg)
@@ -298,22 +291,46 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
         return segments[:-1] + [{**segments[-1], "to_update": step}]
 
     def save(step: int) -> None:
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "step": step,
-                "run_key": identity,
-                "config": config,
-                "dataset": dataset,
-                "segments": until(step),
-                "loss": loss.state_dict(),
-                "optimizers": update.state_dict(),
-                "sampler": train_buffer.sampler.state_dict(),
-                "rng": get_rng_state(),
-                "wall_time_s": wall_before + time.perf_counter() - wall_start,
-            },
+        nonlocal last_good
+        kept = "" if last_good is None else f"The checkpoint of update {last_good} is intact. "
+        with writing(checkpoint_path, "checkpoint", kept):
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "step": step,
+                    "run_key": identity,
+                    "config": config,
+                    "dataset": dataset,
+                    "segments": until(step),
+                    "loss": loss.state_dict(),
+                    "optimizers": update.state_dict(),
+                    "sampler": train_buffer.sampler.state_dict(),
+                    "rng": get_rng_state(),
+                    "wall_time_s": wall_before + time.perf_counter() - wall_start,
+                },
+            )
+        last_good = step
+        record.note(last_checkpoint_update=step)  # the record names the checkpoint on disk
+
+    # Non-finite losses and gradient norms: recorded on the device every update, read on
+    # the host at each log, evaluation and checkpoint, so no checkpoint holds diverged weights.
+    monitor, diverged = DivergenceMonitor(window=cfg.log_interval), None
+
+    def watch() -> None:
+        nonlocal diverged
+        if diverged is not None or (found := monitor.check()) is None:
+            return
+        fields = divergence_fields(found, checkpoint_path, last_good)
+        if cfg.on_divergence == "stop":
+            raise DivergenceError(fields)
+        diverged = fields
+        what = f"Training diverged: {describe_divergence(fields)}"
+        log.warning(
+            "%s Training on (on_divergence=continue): no checkpoint is written from here, "
+            "and the record will say status: diverged.",
+            what,
         )
-        record.fields["last_checkpoint_update"] = step
+        record.note(divergence=fields, error=f"{what} Trained on (on_divergence=continue).")
 
     # --- the loop
     bar = tqdm(
@@ -329,10 +346,17 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
     for step in bar:
         batch = train_buffer.sample()
         info = update(batch)
+        done = step + 1
+        if diverged is None:
+            monitor.record(done, info)
         if write_priorities is not None:
             write_priorities(batch)
-        done = step + 1
-        if done % cfg.log_interval == 0 or done == cfg.num_updates:
+        log_now = done % cfg.log_interval == 0 or done == cfg.num_updates
+        eval_now = cfg.eval.interval and done % cfg.eval.interval == 0 and done != cfg.num_updates
+        save_now = cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0
+        if log_now or eval_now or save_now:
+            watch()
+        if log_now:
             rate = (done - tick_step) / (time.perf_counter() - tick)
             tick, tick_step = time.perf_counter(), done
             train_metrics = {key: value.item() for key, value in info.items()}
@@ -344,16 +368,18 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
             val_metrics = validation_losses(loss, val_buffer, cfg.val_batches)
             for key, value in val_metrics.items():
                 logger.log_scalar(f"val/{key}", value, step=done)
-        if cfg.eval.interval and done % cfg.eval.interval == 0 and done != cfg.num_updates:
+        if eval_now:
             for row in evaluate(cfg, actor, critic, env, done, run_dir):
                 tag = f"eval/success_k{row['inference_steps']}_n{row['num_candidates']}"
                 logger.log_scalar(tag, row["success_rate"], step=done)
-        if cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0:
+        if save_now and diverged is None:
             save(done)
     bar.close()
     trained = cfg.num_updates - start
     updates_per_second = trained / (time.perf_counter() - train_start) if trained else None
-    save(cfg.num_updates)
+    watch()
+    if diverged is None:
+        save(cfg.num_updates)
 
     # --- final evaluation over (k, N)
     rows = evaluate(cfg, actor, critic, env, cfg.num_updates, run_dir)
@@ -378,6 +404,8 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
     print(f"\nSuccess (%) on {dataset_id(cfg)} after {cfg.num_updates} updates:")
     print(format_scaling_table(rows))
     print(f"Results: {record.path}  Plot: {run_dir / 'scaling.png'}")
+    if diverged is not None:
+        print(f"Diverged: {describe_divergence(diverged)} This grid is of weights trained past it.")
     return results
 
 
@@ -402,13 +430,15 @@ def stored_evaluations(run_dir: Path) -> list[dict]:
     return sorted(evaluations, key=lambda e: e["step"])
 
 
+@hydra_command("sorl-train")
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point (``python -m sorl_torchrl.recipes.train`` or ``sorl-train``).
 
     A run that raises leaves ``status: failed`` (error, traceback, config) in the
-    ``results.json`` of its run dir, so a sweep's report can name it; the error is then
-    re-raised.
+    ``results.json`` of its run dir, so a sweep's report can name it (``status: diverged``
+    for a divergence). The command then prints one message and exits with the status of
+    :mod:`sorl_torchrl._cli` (1 for a divergence; ``--debug`` adds the traceback).
     """
     try:
         OmegaConf.to_container(cfg, resolve=True)

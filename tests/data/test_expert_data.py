@@ -183,7 +183,7 @@ def test_generation_is_refused_with_instructions(tmp_path, capsys):
     with pytest.raises(ValueError, match="needs a trained expert") as error:
         generate_dataset("antmaze-large-navigate-v0", out_dir=tmp_path)
     assert f"antmaze-large-navigate-v0-val.npz into {tmp_path}" in str(error.value)
-    assert main(["generate", "humanoidmaze-giant-navigate-v0", "--out-dir", str(tmp_path)]) == 1
+    assert main(["generate", "humanoidmaze-giant-navigate-v0", "--out-dir", str(tmp_path)]) == 2
     assert "copy the official OGBench files" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 

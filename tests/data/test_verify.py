@@ -87,9 +87,54 @@ def test_modified_file_disagrees_with_provenance(tiny_datasets, tmp_path, arrays
     assert any("sha256" in e for e in report.errors)
 
 
-def test_file_without_provenance_is_treated_as_official(tmp_path, arrays):
+def test_file_without_provenance_is_of_unknown_origin_not_official(tmp_path, arrays, capsys):
+    path = _write(tmp_path, arrays)
+    report = verify_dataset_file(path)
+    assert report.ok and report.summary["provenance"].startswith("none: unknown origin")
+    assert main(["verify", path]) == 0
+    out = capsys.readouterr().out
+    assert "provenance: none: unknown origin" in out and "treated as" not in out
+
+
+def test_a_leftover_of_an_unfinished_generation_is_an_error(tmp_path, arrays, capsys):
+    path = _write(tmp_path, arrays)
+    (tmp_path / f"{NAME}.partial").mkdir()  # the shards of a generation that did not finish
+    report = verify_dataset_file(path)
+    assert not report.ok and len(report.errors) == 1
+    assert f"{tmp_path / f'{NAME}.partial'} holds the episodes" in report.errors[0]
+    assert "not an official download" in report.errors[0]
+    assert main(["verify", path]) == 1
+    assert "provenance: none: left by an interrupted generation" in capsys.readouterr().out
+
+
+def test_a_recorded_file_beside_an_unfinished_generation_is_valid_with_a_warning(
+    tiny_datasets, tmp_path
+):
+    for suffix in (".npz", ".provenance.json"):
+        shutil.copy(tiny_datasets / f"{NAME}{suffix}", tmp_path)
+    (tmp_path / f"{NAME}.partial").mkdir()
+    report = verify_dataset_file(tmp_path / f"{NAME}.npz")
+    assert report.ok and any("unfinished `sorl-data generate`" in w for w in report.warnings)
+
+
+@pytest.mark.parametrize("content", ['{"generator": "sorl-t', "[1, 2]", "\xff"])
+def test_a_damaged_provenance_record_is_an_error_not_a_crash(tmp_path, arrays, content):
+    path = _write(tmp_path, arrays)
+    (tmp_path / f"{NAME}.provenance.json").write_bytes(content.encode("latin-1"))
+    report = verify_dataset_file(path)
+    assert not report.ok and report.summary["provenance"] == "damaged record"
+    assert report.errors[0].startswith(
+        f"The provenance record {tmp_path / f'{NAME}.provenance.json'} cannot be read"
+    )
+
+
+def test_values_too_large_for_float32_training_warn(tmp_path, arrays):
+    arrays["observations"][:, 1] = 1e30
     report = verify_dataset_file(_write(tmp_path, arrays))
-    assert report.ok and report.summary["provenance"].startswith("none")
+    assert report.ok
+    assert report.warnings[-1].startswith("observations reaches 1e+30 in magnitude")
+    arrays["observations"][:, 1] = 1e17  # large, but a square still fits in float32
+    assert not any("reaches" in w for w in verify_dataset_file(_write(tmp_path, arrays)).warnings)
 
 
 def test_missing_file(tmp_path):

@@ -413,12 +413,15 @@ def test_main_with_problems_reports_them_and_strict_fails(tmp_path):
     assert main([str(tmp_path), "--out", str(out_dir), "--strict", "--no-plots"]) == 1
 
 
-def test_main_rejects_bad_input(tmp_path):
-    with pytest.raises(SystemExit, match="does-not-exist"):
-        main([str(tmp_path / "does-not-exist")])
+def test_main_rejects_bad_input(tmp_path, capsys):
+    # a user error: exit status 2 and one message on stderr, no traceback
+    assert main([str(tmp_path / "does-not-exist")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sorl-results: error: sweep dir") and "does-not-exist" in err
+    assert "Traceback" not in err
     (tmp_path / "empty" / "sub").mkdir(parents=True)
-    with pytest.raises(SystemExit, match="no run dirs"):
-        main([str(tmp_path / "empty")])
+    assert main([str(tmp_path / "empty")]) == 2
+    assert "no run dirs" in capsys.readouterr().err
     for bad in ("4", "a,b", "0,4", "1,2,3"):
         with pytest.raises(SystemExit) as info:
             main([str(tmp_path), "--cell", bad])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 
 import pytest
 from omegaconf import OmegaConf
 from recipe_helpers import compose_train
 
+from sorl_torchrl.recipes import run_record
+from sorl_torchrl.recipes.divergence import refuse_diverged
 from sorl_torchrl.recipes.run_record import (
     FAILED_NAME,
     RESULTS_NAME,
@@ -138,6 +141,7 @@ BOOKKEEPING_OVERRIDES = [
     "data.workers=1",
     "data.generate_if_missing=true",
     "launcher=local",
+    "on_divergence=continue",
 ]
 IDENTITY_OVERRIDES = [
     "seed=2",
@@ -229,3 +233,76 @@ def test_an_unreadable_record_is_refused(tmp_path):
     (tmp_path / RESULTS_NAME).write_text("{half")
     with pytest.raises(FileExistsError, match="cannot be read"):
         finished_results(tmp_path, run_identity(CONFIG))
+
+
+def test_a_run_that_trained_past_a_divergence_is_never_recorded_finished(tmp_path):
+    record = RunRecord(tmp_path, CONFIG)
+    record.start(run_key=run_identity(CONFIG))
+    record.note(divergence=DIVERGED)
+    stored = read_record(tmp_path)
+    assert stored["status"] == "running" and stored["divergence"] == DIVERGED
+    assert record.finish(grid=[])["status"] == "diverged"
+    assert read_record(tmp_path)["status"] == "diverged"
+    assert RunRecord(tmp_path / "other", CONFIG).finish(grid=[])["status"] == "finished"
+
+
+def _no_space(path, text):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_record_that_cannot_be_written_names_the_file_and_the_way_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_record, "atomic_write_text", _no_space)
+    with pytest.raises(OSError) as error:
+        RunRecord(tmp_path, CONFIG).start(run_key=run_identity(CONFIG))
+    assert error.value.errno == errno.ENOSPC
+    assert str(error.value) == (
+        f"Cannot write the run record {tmp_path / RESULTS_NAME}: No space left on device. "
+        f"Free space on that disk or make {tmp_path} writable (or pass another run_dir), then "
+        "run the same command again: an interrupted run resumes from its last checkpoint."
+    )
+
+
+def test_a_failure_record_that_cannot_be_written_leaves_the_error_to_the_run(
+    tmp_path, monkeypatch, caplog
+):
+    record = RunRecord(tmp_path, CONFIG)
+    record.start(run_key=run_identity(CONFIG))
+    stored = (tmp_path / RESULTS_NAME).read_bytes()
+    monkeypatch.setattr(run_record, "atomic_write_text", _no_space)
+    assert record.fail(RuntimeError("the run's own error")) is None
+    assert "failed record was not written: Cannot write the run record" in caplog.text
+    assert (tmp_path / RESULTS_NAME).read_bytes() == stored
+
+
+DIVERGED = {
+    "update": 13,
+    "terms": ["loss_actor"],
+    "detected_at_update": 20,
+    "last_good_checkpoint": "run/checkpoint.pt",
+    "last_good_update": 10,
+}
+
+
+def _diverged(run_dir, config, divergence):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"status": "diverged", "run_key": run_identity(config), "config": config}
+    record.update(error="DivergenceError: Training diverged", divergence=divergence)
+    (run_dir / RESULTS_NAME).write_text(json.dumps(record))
+
+
+def test_a_diverged_run_is_not_rerun_with_its_settings(tmp_path):
+    _diverged(tmp_path, CONFIG, DIVERGED)
+    longer = run_identity({**CONFIG, "num_updates": 2000, "threads": 1})
+    with pytest.raises(
+        FileExistsError,
+        match=r"diverged: loss_actor became non-finite \(NaN or inf\) at update 13 .*"
+        r"\(update 10\).* pass resume=true",
+    ):
+        refuse_diverged(tmp_path, longer)
+    # another run in that dir is left to the resume checks, which name the differences
+    assert refuse_diverged(tmp_path, run_identity({**CONFIG, "seed": 4})) is None
+    assert refuse_diverged(tmp_path / "absent", run_identity(CONFIG)) is None
+    early = tmp_path / "early"
+    _diverged(early, CONFIG, {**DIVERGED, "last_good_checkpoint": None, "last_good_update": None})
+    with pytest.raises(FileExistsError, match=r"No checkpoint was written before it\. .*remove"):
+        refuse_diverged(early, run_identity(CONFIG))

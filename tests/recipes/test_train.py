@@ -454,25 +454,51 @@ def test_resume_true_without_a_checkpoint_and_bad_resume_or_precision_value(
 ):
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         run(compose_train(tiny_overrides(tiny_cube_root, tmp_path / "r", 5) + ["resume=true"]))
-    with pytest.raises(ValueError, match="resume must be true, false or auto"):
-        run(compose_train(tiny_overrides(tiny_cube_root, tmp_path / "r", 5) + ["resume=maybe"]))
-    with pytest.raises(ValueError, match="matmul_precision must be one of highest"):
-        run(
-            compose_train(
-                tiny_overrides(tiny_cube_root, tmp_path / "p", 5) + ["matmul_precision=low"]
-            )
-        )
+    bad = ["resume=maybe", "matmul_precision=low"]
+    with pytest.raises(ValueError) as error:
+        run(compose_train(tiny_overrides(tiny_cube_root, tmp_path / "p", 5) + bad))
+    assert "resume: got 'maybe', allowed one of True, False, 'auto'" in str(error.value)
+    assert "matmul_precision: got 'low', allowed one of 'highest'" in str(error.value)
+    assert not (tmp_path / "p").exists()
 
 
-def test_a_failing_run_leaves_a_failed_record(tiny_cube_root, tmp_path):
-    run_dir = tmp_path / "run"
+def test_a_failing_run_leaves_a_failed_record_and_a_bad_setting_writes_nothing(tmp_path):
+    run_dir, no_data = tmp_path / "run", tmp_path / "no-data"
     done = run_train_command(
-        *tiny_overrides(tiny_cube_root, run_dir, 5),
-        "env.task=7",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
+        *tiny_overrides(no_data, run_dir, 5), "env.task=4", f"hydra.run.dir={tmp_path / 'hydra'}"
     )
     assert done.returncode != 0
     failed = json.loads((run_dir / "results.json").read_text())
-    assert failed["status"] == "failed" and failed["task"] == 7
-    assert "env.task must be 1-5" in failed["error"] and "Traceback" in failed["traceback"]
+    assert failed["status"] == "failed" and failed["task"] == 4
+    assert failed["error"].startswith("FileNotFoundError: Dataset file")
+    assert "Traceback" in failed["traceback"]
     assert not (run_dir / "failed.json").exists()
+    # a setting out of range is refused before the run touches its dir
+    with pytest.raises(ValueError, match="env.task must be 1-5"):
+        run(compose_train(tiny_overrides(no_data, tmp_path / "bad", 5) + ["env.task=7"]))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_half_dataset_is_never_replaced_and_the_message_gives_the_real_command(
+    tiny_cube_root, tmp_path
+):
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copy(tiny_cube_root / "cube-single-play-v0.npz", root)  # the -val file is missing
+    overrides = tiny_overrides(root, tmp_path / "run", 5) + ["data.generate_if_missing=true"]
+    with pytest.raises(FileNotFoundError) as error:
+        run(compose_train(overrides + ["seed=3", "data.num_episodes=4"]))
+    message = str(error.value)
+    assert "cube-single-play-v0.npz exists but cube-single-play-v0-val.npz does not" in message
+    assert (
+        f"`sorl-data generate cube-single-play-v0 --out-dir {root} --seed 3 --num-episodes 4 "
+        "--overwrite`" in message
+    )
+    assert "Pass --overwrite" not in message and "overwrite=True" not in message
+    assert sorted(p.name for p in root.iterdir()) == ["cube-single-play-v0.npz"]
+
+
+def test_an_unknown_on_divergence_value_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="on_divergence: got 'ignore', allowed one of 'stop'"):
+        run(compose_train(tiny_overrides(tmp_path, tmp_path / "run", 5) + ["on_divergence=ignore"]))
+    assert not (tmp_path / "run").exists()
