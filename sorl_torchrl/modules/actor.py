@@ -110,7 +110,7 @@ class ShortcutModel(nn.Module):
     *allowed, with a warning* (:class:`StepsBeyondTrainingWarning`, once per step count),
     rather than refused: probing it is a legitimate test-time-scaling experiment and its
     result is an honest measurement, but it must not pass unnoticed. The model knows
-    ``M_disc`` from :attr:`trained_steps`, which :class:`~sorl_torchrl.ShortcutLoss` sets;
+    ``M_disc`` from ``trained_steps``, which :class:`~sorl_torchrl.ShortcutLoss` sets;
     ``None`` (a model no loss has trained) never warns.
 
     Inputs follow the package's dtype rule: observations and noise of another floating-point
@@ -191,10 +191,10 @@ class ShortcutModel(nn.Module):
         """The step count ``k`` of a call: the default if ``None``, else checked.
 
         Warns (:class:`StepsBeyondTrainingWarning`, once per ``k``) when ``k`` is above
-        :attr:`trained_steps`.
+        ``trained_steps``.
 
         Raises:
-            SettingError: ``inference_steps`` is not a positive power of two.
+            ValueError: ``inference_steps`` is not a positive power of two (a ``SettingError``).
         """
         steps = (
             self.inference_steps if inference_steps is None else check_power_of_two(inference_steps)
@@ -317,7 +317,7 @@ class ShortcutModel(nn.Module):
                 act]`` samples ``N`` actions per observation, and the observation is then
                 processed once per observation row).
             inference_steps: ``k`` (a power of two); the module default if ``None``. Above
-                :attr:`trained_steps` it warns, once per ``k``.
+                ``trained_steps`` it warns, once per ``k``.
             noise: the starting point ``a0``, ``[*B, action_dim]``; fresh standard
                 Gaussian noise if ``None``. Float observations and noise are converted to
                 :attr:`dtype`; integer ones are refused.
@@ -386,7 +386,7 @@ class ShortcutActor(TensorDictModule):
         num_cells: hidden sizes of the default network, integers >= 1 (the paper's 4 x 512).
         inference_steps: default number of Euler steps ``k`` (paper: ``M_inf``), a power of
             two; a call may override it with ``actor(td, inference_steps=8)``, checked the
-            same way. Sampling with more steps than :attr:`trained_steps` warns.
+            same way. Sampling with more steps than ``trained_steps`` warns.
         in_keys: the observation key (one key).
         out_keys: the action key (one key).
 
@@ -457,7 +457,7 @@ class ShortcutActor(TensorDictModule):
 
     @property
     def trained_steps(self) -> int | None:
-        """``M_disc`` of the loss that trains this actor; see :attr:`ShortcutModel.trained_steps`.
+        """``M_disc`` of the loss that trains this actor; see ``ShortcutModel.trained_steps``.
 
         Sampling with more steps than this warns (:class:`StepsBeyondTrainingWarning`), once
         per step count. ``None`` until a :class:`~sorl_torchrl.ShortcutLoss` is built on it.

@@ -179,7 +179,7 @@ def make_velocity_mlp(
     num_cells: Sequence[int] = DEFAULT_NUM_CELLS,
     activation: type[nn.Module] | None = None,
 ) -> nn.Sequential:
-    """A plain ``Linear -> GELU -> ... -> Linear`` MLP on the concatenated input.
+    """A plain MLP on the concatenated input: ``Linear -> GELU`` per hidden layer, then ``Linear``.
 
     This is the generic network: the actor feeds it ``concat(s, x_t, t, d)`` on every call.
     :class:`VelocityMLP` is the same MLP with the observation's share of its first layer

@@ -44,7 +44,7 @@ def read_ted_batch(
         check_values: check the values (see above).
         dtype: the dtype the networks compute in: floating-point observations, actions and
             rewards of another precision are converted to it, integer or bool ones are
-            refused (:func:`~sorl_torchrl._tensor_checks.as_model_dtype`). ``None``: the
+            refused (``sorl_torchrl._tensor_checks.as_model_dtype``). ``None``: the
             observations' dtype.
 
     Returns:

@@ -125,7 +125,7 @@ class ShortcutLoss(ShortcutTerms, LossModule):
 
     Args:
         actor_network: the shortcut actor. The loss records ``discretization_steps`` on it
-            (:attr:`ShortcutActor.trained_steps`), so that sampling it with more steps than
+            (``ShortcutActor.trained_steps``), so that sampling it with more steps than
             it was trained for warns.
         qvalue_network: the Q ensemble (its members are stacked parameters).
         discount: ``gamma``, in ``[0, 1]``.
@@ -147,7 +147,7 @@ class ShortcutLoss(ShortcutTerms, LossModule):
             dtypes are always checked. Switch it off for data validated once when it was
             loaded, as the recipes do for OGBench buffers.
 
-    Every setting is checked when the loss is built (:data:`LOSS_SETTINGS`, also
+    Every setting is checked when the loss is built (``LOSS_SETTINGS``, also
     ``ShortcutLoss.SETTINGS``); one error lists every value that is not allowed, with its
     range. Batches follow the package's dtype rule: floating-point tensors of another
     precision are converted to the actor's dtype, integer observations, actions and rewards
