@@ -256,17 +256,10 @@ class ShortcutModel(nn.Module):
         time: torch.Tensor | float,
         step_code: torch.Tensor | float,
     ) -> torch.Tensor:
-        """The velocity ``f(s, x, t, d)``.
+        """The velocity ``f(s, x, t, d)`` of an observation ``[*B, observation_dim]``.
 
-        Args:
-            observation: ``[*B, observation_dim]``.
-            x: the current point of the flow, ``[*B, action_dim]``.
-            time: ``t``, a float or a tensor broadcastable to ``[*B, 1]``.
-            step_code: ``d = log2(1 / step size)``, a float or a tensor broadcastable to
-                ``[*B, 1]``.
-
-        Returns:
-            The velocity, ``[*B, action_dim]``.
+        :meth:`velocity_from_part` of :meth:`observation_part`; ``x``, ``time`` and
+        ``step_code`` as there. Returns ``[*B, action_dim]``.
         """
         return self.velocity_from_part(self.observation_part(observation), x, time, step_code)
 
