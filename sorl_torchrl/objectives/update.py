@@ -176,7 +176,7 @@ class SORLUpdateStep:
             self.optimizers = {"shared": factory(actor + critic)}
         else:
             self.optimizers = {"critic": factory(critic), "actor": factory(actor)}
-        # Marks the loss's target params as updated (and does the plain soft update).
+        # Marks the loss's target params as updated; does the plain soft update (quirk (d) off).
         self.target_updater = SoftUpdate(loss, tau=self.tau)
         # Buffers for the pre-step weights (quirks (c) and (d)); allocated once.
         self._pre_critic = loss.qvalue_network_params.data.clone()
@@ -303,9 +303,8 @@ class SORLUpdateStep:
         norm = self._optimizer_step("actor")
         if self.targets_track_pre_step_weights:
             torch._foreach_lerp_(self._target_actor, self._pre_actor_list, self.tau)
-        else:
-            torch._foreach_lerp_(self._target_critic, self._critic_data, self.tau)
-            torch._foreach_lerp_(self._target_actor, self._actor_data, self.tau)
+        else:  # both targets toward the online weights after both steps
+            self.target_updater.step()
         return norm
 
     @torch.no_grad()
