@@ -8,8 +8,10 @@ Sizes: ``paper`` (actor and critic 4 x 512) and ``demo`` (2 x 256); batch 256, o
 - ``compile-max-autotune``: the same with ``mode="max-autotune-no-cudagraphs"``.
 - ``cudagraphs`` (GPU only): ``compile="reduce-overhead"`` (CUDA graphs via inductor).
 
-Each configuration runs in its own interpreter. Warm-up (every ``k`` seen by both losses,
-so every graph is compiled) is excluded and reported separately; each repeat runs
+Each configuration runs in its own interpreter. Compilation (``SORLUpdateStep.precompile``:
+every graph of every ``k``; with ``--cold-cache`` into an empty inductor cache, as on a new
+machine) and three warm-up updates are excluded and reported separately, with the
+break-even: the updates after which compiling has saved more than it cost; each repeat runs
 ``--updates`` updates from a fixed seed, so every mode does the same work, and the table
 gives the median (and minimum) over ``--repeats`` repeats of ms per update. A compiled mode
 that fell back to eager is marked ``(fell back)``.
@@ -31,6 +33,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -117,18 +120,17 @@ def worker(config: dict) -> dict:
         import torch._inductor.config as inductor_config
 
         inductor_config.compile_threads = 1
+    if config.get("cold_cache"):
+        # A fresh inductor cache: the compile time of a first run on a new machine.
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cold-")
     rss_start = max_rss_mb()
     update = build(config["size"], config["mode"], device)
     batch = make_batch(device)
-    choices = set(update.loss.bptt_step_choices)
-    seen_critic, seen_actor = set(), set()
     start = time.perf_counter()
-    warmup = 0
-    while (seen_critic != choices or seen_actor != choices or warmup < 3) and warmup < 200:
-        info = update(batch)
-        seen_critic.add(int(info["critic_bptt_steps"]))
-        seen_actor.add(int(info["actor_bptt_steps"]))
-        warmup += 1
+    compile_s = update.precompile(batch)  # every graph of every k (0 when eager)
+    warmup = 3
+    for _ in range(warmup):
+        update(batch)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -142,6 +144,7 @@ def worker(config: dict) -> dict:
     wall, cpu = time_calls(one, device, config["repeats"], config["updates"])
     out = summary(wall, cpu)
     out.update(
+        compile_s=compile_s,
         warmup_s=warmup_s,
         warmup_updates=warmup,
         fell_back=fell_back(update),
@@ -167,6 +170,11 @@ def main(argv: list[str] | None = None) -> None:
         choices=["highest", "high", "medium"],
         help="torch.set_float32_matmul_precision; 'vs eager' compares with eager at 'highest'",
     )
+    parser.add_argument(
+        "--cold-cache",
+        action="store_true",
+        help="compile with an empty inductor cache (a first run), not the machine's cache",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--updates", type=int, default=10, help="updates per repeat")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per config")
@@ -187,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
             repeats=args.repeats,
             updates=args.updates,
             matmul_precision=precision,
+            cold_cache=args.cold_cache,
         )
         for size in args.sizes
         for threads in args.threads
@@ -212,9 +221,16 @@ def main(argv: list[str] | None = None) -> None:
         )
         if "error" in r:
             rows.append([r["size"], r["mode"], str(r["threads"]), "error: " + r["error"][:60]])
-            rows[-1] += [""] * 6
+            rows[-1] += [""] * 8
             continue
         speedup = f"{base['ms_median'] / r['ms_median']:.2f}x" if base else ""
+        saved_ms = base["ms_median"] - r["ms_median"] if base else 0.0
+        if r["compile_s"] == 0:
+            break_even = ""
+        elif saved_ms > 0:  # updates after which compiling has paid for itself
+            break_even = f"{1000 * r['compile_s'] / saved_ms:,.0f}"
+        else:
+            break_even = "never"
         precision = "" if r["matmul_precision"] == "highest" else f" @{r['matmul_precision']}"
         rows.append(
             [
@@ -226,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{r['cpu_ms_median']:.1f}",
                 f"{1000 / r['ms_median']:.1f}",
                 speedup,
+                f"{r['compile_s']:.1f}",
+                break_even,
                 f"{r['warmup_s']:.1f}",
                 f"{r.get('peak_gpu_mb', r['peak_rss_mb']):.0f}",
             ]
@@ -239,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
         "CPU ms",
         "updates/s",
         "vs eager",
+        "compile s",
+        "break-even updates",
         "warm-up s",
         "peak MiB" + (" (GPU)" if args.device.startswith("cuda") else " (RSS)"),
     ]

@@ -4,14 +4,28 @@
 from sorl_torchrl.data import OGBenchExperienceReplay, generate_dataset, verify_dataset_file
 from sorl_torchrl.deploy import load_policy
 from sorl_torchrl.envs import evaluate_policy, make_ogbench_env
-from sorl_torchrl.modules import QEnsemble, ShortcutActor, VerifierSampler
-from sorl_torchrl.objectives import ShortcutLoss, SORLUpdateStep
+from sorl_torchrl.modules import BestOfNSampler, QEnsemble, ShortcutActor, VerifierSampler
+from sorl_torchrl.objectives import (
+    FlowBCLoss,
+    FQLLoss,
+    IQLLoss,
+    JointUpdateStep,
+    ReBRACLoss,
+    ShortcutLoss,
+    SORLUpdateStep,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BestOfNSampler",
+    "FQLLoss",
+    "FlowBCLoss",
+    "IQLLoss",
+    "JointUpdateStep",
     "OGBenchExperienceReplay",
     "QEnsemble",
+    "ReBRACLoss",
     "SORLUpdateStep",
     "ShortcutActor",
     "ShortcutLoss",

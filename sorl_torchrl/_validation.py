@@ -33,6 +33,7 @@ __all__ = [
     "SettingsError",
     "Text",
     "UnknownSettingError",
+    "auto_device",
     "check_compile",
     "check_device",
     "check_power_of_two",
@@ -358,8 +359,22 @@ def check_compile(value: Any, name: str = "compile") -> str | None:
     return compile_mode(value)
 
 
+def auto_device() -> torch.device:
+    """The device ``device="auto"`` means: the current CUDA device when torch sees one, else CPU.
+
+    Examples:
+        >>> auto_device().type in ("cuda", "cpu")
+        True
+    """
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def check_device(value: Any, name: str = "device") -> torch.device:
     """A device that exists on this machine, as a ``torch.device`` (a check).
+
+    ``"auto"`` is :func:`auto_device`: CUDA when torch sees a GPU, else the CPU.
 
     Raises:
         SettingError: ``value`` names no torch device, or one this machine does not have
@@ -368,15 +383,19 @@ def check_device(value: Any, name: str = "device") -> torch.device:
     Examples:
         >>> check_device("cpu")
         device(type='cpu')
+        >>> check_device("auto") == auto_device()
+        True
         >>> check_device("gpu")
         Traceback (most recent call last):
         ...
-        sorl_torchrl._validation.SettingError: device must be a torch device such as 'cpu', ...
+        sorl_torchrl._validation.SettingError: device must be 'auto' or a torch device such as ...
     """
+    if value == "auto":
+        return auto_device()
     try:
         device = value if isinstance(value, torch.device) else torch.device(value)
     except (RuntimeError, TypeError):
-        allowed = "a torch device such as 'cpu', 'cuda' or 'cuda:1'"
+        allowed = "'auto' or a torch device such as 'cpu', 'cuda' or 'cuda:1'"
         raise SettingError(name, value, allowed) from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0

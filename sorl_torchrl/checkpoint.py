@@ -94,7 +94,8 @@ def get_rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     """Restore RNG states written by :func:`get_rng_state` (or by an earlier version)."""
-    torch.set_rng_state(state["torch"])
+    # RNG states are CPU byte tensors, whatever map_location a checkpoint was loaded with.
+    torch.set_rng_state(state["torch"].cpu())
     numpy_state = state["numpy"]
     if isinstance(numpy_state, Mapping):
         key = np.asarray(numpy_state["key"].tolist(), dtype=np.uint32)
@@ -109,7 +110,7 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in state["cuda"]])
 
 
 def _check_plain(value: Any, where: str) -> None:

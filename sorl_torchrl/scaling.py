@@ -12,24 +12,31 @@ import csv
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
+from torch import nn
 from torchrl.envs import EnvBase
+from tqdm.auto import tqdm
 
 from sorl_torchrl._io import atomic_save_png, atomic_write, atomic_write_text
-from sorl_torchrl._validation import check_power_of_two
-from sorl_torchrl.envs import evaluate_policy
-from sorl_torchrl.modules import QEnsemble, ShortcutActor, VerifierSampler
+from sorl_torchrl._validation import FLAG, Each, Settings
+from sorl_torchrl.envs import evaluate_policy, evaluation_env
+from sorl_torchrl.envs.evaluate import EVALUATION_SETTINGS, env_attribute
+from sorl_torchrl.modules import QEnsemble
+from sorl_torchrl.modules.best_of_n import sampling_policy
 from sorl_torchrl.modules.critic import QAggregation
+from sorl_torchrl.modules.verifier import VERIFIER_SETTINGS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "FIELDS",
+    "GRID_SETTINGS",
     "Band",
     "evaluate_scaling_grid",
     "format_scaling_table",
@@ -51,6 +58,21 @@ FIELDS = (
     "num_episodes",
     "mean_length",
     "env_steps_per_second",
+    "success_timing",
+    "num_envs",
+)
+
+#: The checks of :func:`evaluate_scaling_grid`'s settings; the recipes' ``eval.*`` checks
+#: (:mod:`sorl_torchrl.recipes.config_checks`) and ``sorl-evaluate`` use the same ones.
+GRID_SETTINGS = Settings(
+    "evaluate_scaling_grid",
+    {
+        "inference_steps": Each(VERIFIER_SETTINGS["inference_steps"]),
+        "num_candidates": Each(VERIFIER_SETTINGS["num_candidates"]),
+        **EVALUATION_SETTINGS,
+        "q_agg": VERIFIER_SETTINGS["q_agg"],
+        "progress": FLAG,
+    },
 )
 
 #: How a plot shades each point's uncertainty (see :func:`success_interval`).
@@ -58,9 +80,9 @@ Band = Literal["auto", "std", "wilson", "none"]
 
 
 def evaluate_scaling_grid(
-    actor: ShortcutActor,
-    critic: QEnsemble,
-    env: EnvBase,
+    actor: nn.Module,
+    critic: QEnsemble | None,
+    env: EnvBase | Callable[..., EnvBase],
     *,
     inference_steps: Sequence[int] = (1, 2, 4, 8),
     num_candidates: Sequence[int] = (1, 4, 16),
@@ -68,62 +90,129 @@ def evaluate_scaling_grid(
     seed: int = 0,
     q_agg: QAggregation = "mean",
     max_episode_steps: int | None = None,
+    num_envs: int | None = None,
+    progress: bool = False,
     compile: bool | str = False,
 ) -> list[dict[str, Any]]:
     """Evaluate the verifier policy for every ``(k, N)`` on the same seeded episodes.
 
-    The global RNG state is restored afterwards, so evaluating inside a training run does
-    not change the run's random stream.
+    Every argument is checked first (:data:`GRID_SETTINGS`), before any env is built. The
+    envs are built once for the whole grid (from a factory) and each cell plays the
+    episodes of :func:`~sorl_torchrl.envs.evaluate_policy`: episode ``i`` is seeded with
+    ``seed + i`` whatever ``num_envs``. The verifier draws its noise from torch's RNG for
+    the whole batch of envs, so a grid is reproducible for one ``(seed, num_envs)``; another
+    ``num_envs`` plays the same start states with other noise. The global torch RNG state is
+    restored afterwards (and the envs leave numpy's global RNG alone), so evaluating inside
+    a training run does not change the run's random streams.
 
     Args:
-        actor: the trained shortcut actor.
-        critic: the trained Q ensemble (the verifier's scorer).
-        env: a TorchRL env (e.g. :func:`~sorl_torchrl.envs.make_ogbench_env`).
+        actor: the trained policy: SORL's (or flow BC's) shortcut actor, or any policy
+            without inference steps (FQL, IQL, ReBRAC: ``inference_steps`` must be ``[1]``).
+        critic: the trained Q ensemble (the verifier's scorer); ``None`` for a model
+            without one (``num_candidates`` must be ``[1]``). Each cell's policy is
+            :func:`~sorl_torchrl.modules.best_of_n.sampling_policy`, built before any env.
+        env: a TorchRL env (e.g. :func:`~sorl_torchrl.envs.make_ogbench_env`; used as it is,
+            left open) or a factory ``env(num_envs=n)`` that builds ``n`` envs, e.g.
+            ``functools.partial(make_ogbench_env, env_id, parallel=True)`` (built once for
+            the grid, closed after; see :func:`~sorl_torchrl.envs.evaluation_env`).
         inference_steps: the ``k`` values (powers of two).
         num_candidates: the ``N`` values.
         num_episodes: episodes per grid point.
         seed: evaluation seed (same episodes for every grid point).
         q_agg: ensemble aggregation of the verifier.
         max_episode_steps: episode cap (default: the env's horizon).
+        num_envs: envs stepped side by side, one batched policy call for all of them: what
+            a factory builds (None: 1); with an env, None or its batch size.
+        progress: show a progress bar over the grid's episodes (on stderr).
         compile: run the verifier compiled (``VerifierSampler(compile=...)``): one graph
             per ``(k, N)``, worth its compilation time when episodes are many or long.
 
     Returns:
-        One row per ``(k, N)`` with the fields of :data:`FIELDS`.
+        One row per ``(k, N)`` with the fields of :data:`FIELDS`: ``success_timing`` is the
+        env's (``None`` for an env that does not say), ``num_envs`` the envs stepped
+        side by side.
+
+    Raises:
+        SettingError: one argument is out of range (``SettingsError``: several).
+
+    Examples:
+        >>> import functools
+        >>> from sorl_torchrl.envs import make_ogbench_env
+        >>> from sorl_torchrl.modules import QEnsemble, ShortcutActor
+        >>> actor, critic = ShortcutActor(2, 2, num_cells=[8]), QEnsemble(2, 2, num_cells=[8])
+        >>> factory = functools.partial(make_ogbench_env, "pointmaze-medium-navigate-singletask-v0")
+        >>> rows = evaluate_scaling_grid(actor, critic, factory, inference_steps=[1, 2],
+        ...                              num_candidates=[2], num_episodes=2, num_envs=2,
+        ...                              max_episode_steps=5)
+        >>> [(r["inference_steps"], r["num_candidates"], r["num_envs"]) for r in rows]
+        [(1, 2, 2), (2, 2, 2)]
+        >>> rows[0]["success_timing"], rows[0]["mean_length"]
+        ('post', 5.0)
+        >>> evaluate_scaling_grid(actor, critic, factory, inference_steps=[3])
+        Traceback (most recent call last):
+        ...
+        sorl_torchrl._validation.SettingError: inference_steps[0] must be a positive power ...
     """
-    for k in inference_steps:
-        check_power_of_two(k)
+    settings = GRID_SETTINGS.check(
+        {
+            "inference_steps": inference_steps,
+            "num_candidates": num_candidates,
+            "num_episodes": num_episodes,
+            "seed": seed,
+            "q_agg": q_agg,
+            "max_episode_steps": max_episode_steps,
+            "num_envs": num_envs,
+            "progress": progress,
+        }
+    )
+    cells = [(k, n) for k in settings["inference_steps"] for n in settings["num_candidates"]]
+    policies = {
+        (k, n): sampling_policy(actor, critic, k, n, q_agg=q_agg, compile=compile) for k, n in cells
+    }
     rows = []
-    was_training = actor.training, critic.training
-    actor.eval()
-    critic.eval()
+    networks = [net for net in (actor, critic) if net is not None]
+    was_training = [net.training for net in networks]
+    for net in networks:
+        net.eval()
     try:
-        policy = VerifierSampler(actor, critic, q_agg=q_agg, compile=compile)
-        with torch.random.fork_rng(devices=[]):
-            for k in inference_steps:
-                for n in num_candidates:
-                    policy.num_candidates, policy.inference_steps = n, k
-                    result = evaluate_policy(
-                        policy,
-                        env,
-                        num_episodes=num_episodes,
-                        seed=seed,
-                        max_episode_steps=max_episode_steps,
-                    )
-                    rows.append(
-                        {
-                            "inference_steps": k,
-                            "num_candidates": n,
-                            "success_rate": result.success_rate,
-                            "mean_return": result.mean_return,
-                            "num_episodes": result.num_episodes,
-                            "mean_length": sum(result.episode_lengths) / result.num_episodes,
-                            "env_steps_per_second": result.env_steps_per_second,
-                        }
-                    )
+        with (
+            evaluation_env(env, settings["num_envs"]) as built,
+            torch.random.fork_rng(devices=[]),
+            tqdm(
+                total=len(cells) * num_episodes,
+                desc="(k, N) grid",
+                unit="episode",
+                disable=not progress,
+                mininterval=1.0,
+            ) as bar,
+        ):
+            timing = env_attribute(built, "success_timing")
+            for k, n in cells:
+                bar.set_postfix_str(f"k={k} N={n}", refresh=False)
+                result = evaluate_policy(
+                    policies[k, n],
+                    built,
+                    num_episodes=num_episodes,
+                    seed=seed,
+                    max_episode_steps=settings["max_episode_steps"],
+                    on_episodes=bar.update,
+                )
+                rows.append(
+                    {
+                        "inference_steps": k,
+                        "num_candidates": n,
+                        "success_rate": result.success_rate,
+                        "mean_return": result.mean_return,
+                        "num_episodes": result.num_episodes,
+                        "mean_length": sum(result.episode_lengths) / result.num_episodes,
+                        "env_steps_per_second": result.env_steps_per_second,
+                        "success_timing": timing,
+                        "num_envs": built.batch_size.numel(),
+                    }
+                )
     finally:
-        actor.train(was_training[0])
-        critic.train(was_training[1])
+        for net, mode in zip(networks, was_training):
+            net.train(mode)
     return rows
 
 
@@ -200,11 +289,12 @@ def _grid_axes(rows: Sequence[dict[str, Any]]) -> tuple[list[int], list[int], di
     return steps, cands, by_cell
 
 
-def format_scaling_table(rows: Sequence[dict[str, Any]]) -> str:
+def format_scaling_table(rows: Sequence[dict[str, Any]], metric: str = "success_rate") -> str:
     r"""A Markdown table of success rate (%) with ``k`` as rows and ``N`` as columns.
 
     A row that carries ``success_std`` (a sweep's mean over seeds) is shown as ``mean ± std``;
-    a grid point without a row, or with a NaN success rate, as ``-``.
+    a grid point without a row, or with a NaN success rate, as ``-``. ``metric="mean_return"``
+    tabulates the mean episode return instead (envs that report no success).
 
     Examples:
         >>> rows = [{"inference_steps": k, "num_candidates": n, "success_rate": k * n / 32}
@@ -218,15 +308,22 @@ def format_scaling_table(rows: Sequence[dict[str, Any]]) -> str:
         ...          "success_std": 0.05}]
         >>> print(format_scaling_table(mean).splitlines()[-1])
         | 1 | 45.0 ± 5.0 |
+        >>> print(format_scaling_table([{**mean[0], "mean_return": 812.5}], "mean_return"))
+        | k \ N | 1 |
+        |---|---|
+        | 1 | 812.5 |
     """
     steps, cands, by_cell = _grid_axes(rows)
     body = []
     for k in steps:
         cells = [by_cell.get((k, n)) for n in cands]
-        texts = [
-            format_success(row["success_rate"], row.get("success_std")) if row else "-"
-            for row in cells
-        ]
+        if metric == "mean_return":
+            texts = [f"{row['mean_return']:.1f}" if row else "-" for row in cells]
+        else:
+            texts = [
+                format_success(row["success_rate"], row.get("success_std")) if row else "-"
+                for row in cells
+            ]
         body.append([str(k), *texts])
     return markdown_table(["k \\ N", *map(str, cands)], body)
 
@@ -315,9 +412,17 @@ def success_interval(row: dict[str, Any], band: Band = "auto") -> tuple[float, f
 
 
 def scaling_figure(
-    rows: Sequence[dict[str, Any]], title: str = "", *, band: Band = "auto"
+    rows: Sequence[dict[str, Any]],
+    title: str = "",
+    *,
+    band: Band = "auto",
+    series: str | None = None,
 ) -> Figure:
     """Success (%) vs ``k`` (one line per ``N``) and vs ``N`` (one line per ``k``).
+
+    With ``series``, the rows are several grids told apart by that field (``"algo"``: one
+    grid per algorithm), drawn on the same axes: each line is labelled ``<value>, N=<n>``
+    (``<value>, k=<k>``), and the axes span every grid's ``k`` and ``N``.
 
     Each line carries a shaded band, its points' :func:`success_interval`; grid points
     without a row, or with a NaN success rate, are gaps. The success axis is 0-100.
@@ -326,6 +431,7 @@ def scaling_figure(
         rows: grid rows (see :func:`success_interval` for the fields the band reads).
         title: figure title.
         band: the uncertainty drawn (see :func:`success_interval`).
+        series: a row field whose values are overlaid grids (``None``: one grid).
 
     Returns:
         A ``matplotlib.figure.Figure`` (not registered with ``pyplot``).
@@ -335,22 +441,32 @@ def scaling_figure(
         ...          "num_episodes": 10} for k in (1, 2) for n in (1, 4)]
         >>> tuple(float(y) for y in scaling_figure(rows).axes[0].get_ylim())
         (0.0, 100.0)
+        >>> both = rows + [{**r, "algo": "fql"} for r in rows if r["inference_steps"] == 1]
+        >>> both[:4] = [{**r, "algo": "sorl"} for r in both[:4]]
+        >>> [line.get_label() for line in scaling_figure(both, series="algo").axes[0].lines]
+        ['sorl, N=1', 'sorl, N=4', 'fql, N=1', 'fql, N=4']
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullLocator
 
     if band not in get_args(Band):
         raise ValueError(f"band must be one of {get_args(Band)}, got {band!r}.")
-    steps, cands, by_cell = _grid_axes(rows)
+    steps, cands, _ = _grid_axes(rows)
+    grids: dict[Any, list] = {}
+    for row in rows:
+        grids.setdefault(None if series is None else row.get(series), []).append(row)
     fig = Figure(figsize=(9, 3.6))
     left, right = fig.subplots(1, 2, sharey=True)
-    for axis, xs, lines, x_of, label in (
-        (left, steps, cands, lambda x, line: (x, line), "N"),
-        (right, cands, steps, lambda x, line: (line, x), "k"),
-    ):
-        for line in lines:
-            points = [by_cell.get(x_of(x, line)) for x in xs]
-            _draw_line(axis, xs, points, band, f"{label}={line}")
+    for name, grid in grids.items():
+        prefix = "" if series is None else f"{name}, "
+        grid_steps, grid_cands, by_cell = _grid_axes(grid)
+        for axis, xs, lines, x_of, label in (
+            (left, steps, grid_cands, lambda x, line: (x, line), "N"),
+            (right, cands, grid_steps, lambda x, line: (line, x), "k"),
+        ):
+            for line in lines:
+                points = [by_cell.get(x_of(x, line)) for x in xs]
+                _draw_line(axis, xs, points, band, f"{prefix}{label}={line}")
     left.set_ylabel("success (%)")
     left.set_ylim(0.0, 100.0)
     for axis, ticks, label in (
@@ -390,6 +506,7 @@ def plot_scaling(
     title: str = "",
     *,
     band: Band = "auto",
+    series: str | None = None,
 ) -> Path:
     """Write :func:`scaling_figure` of ``rows`` to the PNG ``path`` (atomically); returns it.
 
@@ -401,4 +518,4 @@ def plot_scaling(
         >>> path.read_bytes()[1:4]
         b'PNG'
     """
-    return atomic_save_png(scaling_figure(rows, title, band=band), path)
+    return atomic_save_png(scaling_figure(rows, title, band=band, series=series), path)

@@ -308,7 +308,7 @@ def test_cuda_on_a_machine_without_it_says_so():
 
 @pytest.mark.parametrize("bad", ["gpu", "", 3.5])
 def test_devices_that_do_not_exist(bad):
-    with pytest.raises(SettingError, match=r"device must be a torch device such as 'cpu'"):
+    with pytest.raises(SettingError, match=r"device must be 'auto' or a torch device such as"):
         check_device(bad)
 
 

@@ -149,9 +149,10 @@ def test_user_errors_exit_2_with_one_message(command, args, fragment, tmp_path):
 IN_PROCESS_USER_ERRORS = [
     ("sorl-evaluate", ["missing.pt", "--inference-steps", "3"], "must be a positive power of two"),
     ("sorl-evaluate", ["missing.pt", "--episodes", "0"], "episodes must be an integer >= 1"),
-    ("sorl-evaluate", ["missing.pt", "--device", "gpu"], "device must be a torch device"),
+    ("sorl-evaluate", ["missing.pt", "--device", "gpu"], "device must be 'auto' or a torch"),
     ("sorl-data", ["generate", "antmaze-large-navigate-v0", "--out-dir", "."], "needs a trained"),
     ("sorl-data", ["generate", "cube-single-play-v0", "--workers", "0"], "workers must be at"),
+    ("sorl-data", ["download", "cube-sextuple-play-v0"], "Unknown dataset"),
     ("sorl-results", ["a-file"], "sweep dir a-file does not exist (or is not a directory)"),
     ("sorl-smoke", ["--inference-steps", "3"], "inference_steps[0] must be a positive power"),
     ("sorl-smoke", ["--threads", "0"], "threads must be an integer >= 1, got 0"),

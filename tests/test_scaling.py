@@ -1,4 +1,4 @@
-"""The (k, N) grid's table and plot: success in % on a 0-100 axis, each point's uncertainty."""
+"""The (k, N) grid: its evaluation (seeds, envs, checks, progress), table and plot."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
+from sorl_torchrl.envs import make_ogbench_env
+from sorl_torchrl.modules import QEnsemble, ShortcutActor
 from sorl_torchrl.scaling import (
+    evaluate_scaling_grid,
     format_scaling_table,
     markdown_table,
     plot_scaling,
@@ -179,3 +183,93 @@ def test_plot_scaling_writes_a_png_atomically(tmp_path):
     with pytest.raises(ValueError, match="band must be one of"):
         plot_scaling(rows, tmp_path / "other.png", band="sem")
     assert not (tmp_path / "other.png").exists()
+
+
+# --------------------------------------------------------------------------- the grid
+
+MAZE = "pointmaze-medium-navigate-singletask-v0"
+
+
+def _nets():
+    torch.manual_seed(0)
+    return ShortcutActor(2, 2, num_cells=[8]), QEnsemble(2, 2, num_cells=[8])
+
+
+def _factory(calls: list | None = None, **kwargs):
+    def build(num_envs):
+        if calls is not None:
+            calls.append(num_envs)
+        return make_ogbench_env(MAZE, num_envs=num_envs, **kwargs)
+
+    return build
+
+
+GRID = dict(inference_steps=[1, 2], num_candidates=[1, 3], num_episodes=3, max_episode_steps=4)
+
+
+def test_grid_builds_its_envs_once_and_records_timing_and_num_envs():
+    calls = []
+    rows = evaluate_scaling_grid(*_nets(), _factory(calls), num_envs=2, seed=5, **GRID)
+    assert calls == [2]  # one build for all four cells
+    assert [(r["inference_steps"], r["num_candidates"]) for r in rows] == [
+        (1, 1),
+        (1, 3),
+        (2, 1),
+        (2, 3),
+    ]
+    for row in rows:
+        assert row["success_timing"] == "post" and row["num_envs"] == 2
+        assert row["num_episodes"] == 3 and row["mean_length"] == 4.0
+    pre = evaluate_scaling_grid(*_nets(), _factory(success_timing="pre"), **GRID)
+    assert {row["success_timing"] for row in pre} == {"pre"}
+    assert {row["num_envs"] for row in pre} == {1}
+
+
+def test_grid_leaves_the_random_streams_alone():
+    # the verifier draws noise from torch's RNG and OGBench's resets from numpy's global one
+    actor, critic = _nets()
+    torch.manual_seed(3)
+    np.random.seed(3)
+    torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()[1].copy()
+    evaluate_scaling_grid(actor, critic, _factory(), num_envs=2, **GRID)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert (np.random.get_state()[1] == numpy_state).all()
+
+
+def test_a_given_env_is_used_as_it_is_and_left_open():
+    env = make_ogbench_env(MAZE, num_envs=2)
+    rows = evaluate_scaling_grid(*_nets(), env, **GRID)
+    assert {row["num_envs"] for row in rows} == {2} and not env.is_closed
+    with pytest.raises(ValueError, match="num_envs=3, but the env given has batch size"):
+        evaluate_scaling_grid(*_nets(), env, num_envs=3, **GRID)
+    env.close()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"inference_steps": [3]}, "inference_steps[0] must be a positive power of two"),
+        ({"inference_steps": []}, "inference_steps must be a non-empty list, got []"),
+        ({"num_candidates": [0]}, "num_candidates[0] must be an integer >= 1, got 0"),
+        ({"num_episodes": 0}, "num_episodes must be an integer >= 1, got 0"),
+        ({"num_envs": 0}, "num_envs must be None or an integer >= 1"),
+        ({"seed": -1}, "seed must be an integer in [0, 4294967295], got -1"),
+        ({"max_episode_steps": 0}, "max_episode_steps must be None or an integer >= 1"),
+        ({"q_agg": "max"}, "q_agg must be one of 'mean', 'min', got 'max'"),
+        ({"progress": 1}, "progress must be one of True, False, got 1"),
+    ],
+)
+def test_a_bad_grid_is_refused_before_any_env_is_built(bad, message):
+    calls = []
+    with pytest.raises(ValueError) as info:
+        evaluate_scaling_grid(*_nets(), _factory(calls), **{**GRID, **bad})
+    assert str(info.value).startswith(message)
+    assert calls == []
+
+
+def test_progress_bar_counts_the_grid_episodes(capsys):
+    evaluate_scaling_grid(*_nets(), _factory(), num_envs=2, progress=True, **GRID)
+    err = capsys.readouterr().err
+    assert "(k, N) grid" in err and "12/12" in err  # 4 cells x 3 episodes
+    evaluate_scaling_grid(*_nets(), _factory(), progress=False, **GRID)
+    assert "(k, N) grid" not in capsys.readouterr().err

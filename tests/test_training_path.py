@@ -176,3 +176,34 @@ def test_compiled_iteration_equals_eager(shared):
     compiled_actor = [p.detach() for p in compiled_loss.actor_network_params.values(True, True)]
     for a, b in zip(eager_actor, compiled_actor):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_precompile_builds_every_graph_up_front_and_changes_no_number():
+    """After ``precompile`` the loop compiles nothing, and trains exactly like eager."""
+    from torch._dynamo.utils import counters
+
+    eager_loss = _loss(dtype=torch.float32, max_bptt_steps=2)
+    compiled_loss = _loss(dtype=torch.float32, max_bptt_steps=2)
+    compiled_loss.load_state_dict(eager_loss.state_dict())
+    eager_infos, eager_actor = _train(eager_loss, steps=8)
+    update = SORLUpdateStep(compiled_loss, lr=1e-3, compile=True)
+    torch.manual_seed(11)
+    compiled = []
+    seconds = update.precompile(make_batch(16, OBS, ACT, seed=99), progress=compiled.append)
+    assert compiled == [1, 2] and seconds > 0
+    assert all(p.grad is None for p in update.actor_params + update.critic_params)
+    graphs = counters["stats"]["unique_graphs"]
+    infos = [update(make_batch(16, OBS, ACT, seed=20 + i)) for i in range(8)]
+    assert counters["stats"]["unique_graphs"] == graphs  # no compilation inside the loop
+    assert update.is_compiled and not update.compile_failures
+    for a, b in zip(eager_infos, infos):
+        for key in ("loss_actor", "loss_qvalue", "fm_loss", "q_mean"):
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    compiled_actor = [p.detach() for p in compiled_loss.actor_network_params.values(True, True)]
+    for a, b in zip(eager_actor, compiled_actor):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_precompile_of_an_eager_update_step_does_nothing():
+    update = SORLUpdateStep(_loss(dtype=torch.float32))
+    assert update.precompile(make_batch(16, OBS, ACT, seed=1)) == 0.0

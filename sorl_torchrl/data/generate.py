@@ -5,9 +5,13 @@ worker process) and saved as one shard per episode in ``<out_dir>/<name>.partial
 all shards exist they are merged into ``<name>.npz`` (training episodes) and
 ``<name>-val.npz`` (validation episodes), each written atomically and accompanied by a
 provenance record; the shard dir is removed last, so while it exists the files beside it
-are the unfinished output of a generation, whatever they hold. An interrupted run picks up
-the shards already written; since every episode is seeded by ``(seed, episode_index)``, the
-result does not depend on interruptions or on the number of workers: same seed, same bytes.
+are the unfinished output of a generation, whatever they hold. The default dir is the
+regenerated-data dir (``~/.sorl_torchrl/regenerated``, see
+:func:`~sorl_torchrl.data.provenance.default_dataset_dir`); OGBench's own ``~/.ogbench/data``
+is refused, since OGBench reads no provenance record and would take the files for the
+official ones. An interrupted run picks up the shards already written; since every episode
+is seeded by ``(seed, episode_index)``, the result does not depend on interruptions or on the
+number of workers: same seed, same bytes.
 
 Examples:
     >>> import tempfile
@@ -34,8 +38,10 @@ from tqdm.auto import tqdm
 
 from sorl_torchrl._io import atomic_write, atomic_write_text
 from sorl_torchrl.data.collect import EpisodeCollector
+from sorl_torchrl.data.download import download_command
 from sorl_torchrl.data.provenance import (
     GENERATOR_NAME,
+    default_dataset_dir,
     library_versions,
     provenance_path,
     shard_dir,
@@ -56,11 +62,6 @@ KEY_ORDER = ("observations", "actions", "terminals", "qpos", "qvel", "button_sta
 _MANIFEST = "manifest.json"
 
 
-def default_dataset_dir() -> Path:
-    """OGBench's default dataset dir (``~/.ogbench/data``), where its loader looks."""
-    return Path(os.path.expanduser("~/.ogbench/data"))
-
-
 def generate_command(name: str, out_dir: str | os.PathLike | None = None) -> str:
     """The CLI command that generates dataset ``name`` (used in error messages).
 
@@ -68,33 +69,40 @@ def generate_command(name: str, out_dir: str | os.PathLike | None = None) -> str
     'sorl-data generate cube-single-play-v0 --out-dir /data'
     """
     command = f"sorl-data generate {name}"
-    if out_dir is not None and Path(out_dir).expanduser() != default_dataset_dir():
+    if out_dir is not None and Path(out_dir).expanduser() != default_dataset_dir("regenerated"):
         command += f" --out-dir {out_dir}"
     return command
 
 
-def obtain_instructions(name: str, out_dir: str | os.PathLike | None = None) -> str:
+def obtain_instructions(
+    name: str, out_dir: str | os.PathLike | None = None, source: str | None = None
+) -> str:
     """How to get the files of dataset ``name`` into ``out_dir`` (used in error messages).
 
-    >>> obtain_instructions("pointmaze-large-navigate-v0", "/data")
-    'generate them with: sorl-data generate pointmaze-large-navigate-v0 --out-dir /data'
+    Args:
+        name: Dataset name.
+        out_dir: Where the files are wanted (``None``: the source's default dir).
+        source: ``"official"`` (download), ``"regenerated"`` (generate) or ``None`` (either
+            way the dataset has).
+
+    >>> print(obtain_instructions("pointmaze-large-navigate-v0", "/data"))
+    generate them with: sorl-data generate pointmaze-large-navigate-v0 --out-dir /data, or
+    download the official files with: sorl-data download pointmaze-large-navigate-v0
+    --out-dir /data
     >>> print(obtain_instructions("antmaze-large-navigate-v0", "/data"))
-    copy the official OGBench files antmaze-large-navigate-v0.npz and
-    antmaze-large-navigate-v0-val.npz into /data (this dataset needs a trained expert and
-    cannot be generated here)
+    download the official files with: sorl-data download antmaze-large-navigate-v0
+    --out-dir /data (this dataset needs a trained expert and cannot be generated here)
     """
     spec = get_dataset_spec(name)
-    if not spec.load_only:
-        return f"generate them with: {generate_command(spec.name, out_dir)}"
-    return (
-        f"{_copy_instruction(spec, out_dir)} (this dataset needs a trained expert and cannot "
-        "be generated here)"
-    )
-
-
-def _copy_instruction(spec: DatasetSpec, out_dir: str | os.PathLike | None) -> str:
-    out = default_dataset_dir() if out_dir is None else Path(out_dir).expanduser()
-    return f"copy the official OGBench files {spec.name}.npz and {spec.name}-val.npz into {out}"
+    download = f"download the official files with: {download_command(spec.name, out_dir)}"
+    if spec.load_only:
+        return f"{download} (this dataset needs a trained expert and cannot be generated here)"
+    generate = f"generate them with: {generate_command(spec.name, out_dir)}"
+    if source == "official":
+        return download
+    if source == "regenerated":
+        return generate
+    return f"{generate}, or {download}"
 
 
 @dataclasses.dataclass
@@ -149,8 +157,9 @@ def generate_dataset(
     Args:
         name: Dataset name, e.g. ``"cube-single-play-v0"`` (see
             :func:`~sorl_torchrl.data.specs.list_datasets`).
-        out_dir: Output dir (default: OGBench's ``~/.ogbench/data``, where
-            ``ogbench.make_env_and_datasets`` finds the files).
+        out_dir: Output dir (default: the regenerated-data dir,
+            ``~/.sorl_torchrl/regenerated`` or ``$SORL_REGENERATED_DIR``). OGBench's own
+            ``~/.ogbench/data`` is refused: OGBench would take the files for official ones.
         num_episodes: Training episodes (default: the official number, e.g. 1000).
         num_val_episodes: Validation episodes (default: ``num_episodes // 10``, at least 1).
         episode_length: Rows per episode (default: the official 1001, 2001 for giant mazes).
@@ -163,8 +172,9 @@ def generate_dataset(
         The written paths, row counts and timing.
 
     Raises:
-        ValueError: Unknown dataset name, a load-only dataset (antmaze, humanoidmaze,
-            antsoccer: collected by a trained expert) or bad sizes.
+        ValueError: Unknown dataset name, a download-only dataset (antmaze, humanoidmaze,
+            antsoccer: collected by a trained expert), OGBench's own dataset dir as
+            ``out_dir``, or bad sizes.
         FileExistsError: The dataset exists (pass ``overwrite=True``), or a partial run
             with different settings is in the way.
     """
@@ -172,9 +182,8 @@ def generate_dataset(
     if spec.load_only:
         raise ValueError(
             f"{spec.name} cannot be generated: it needs a trained expert ({spec.family} data "
-            "was collected by expert policies that OGBench does not distribute). To use it, "
-            f"{_copy_instruction(spec, out_dir)}; `sorl-data verify` checks and "
-            "OGBenchExperienceReplay loads them."
+            "was collected by expert policies that OGBench does not distribute). Download "
+            f"the official files instead: {download_command(spec.name, out_dir)}"
         )
     num_train = spec.num_episodes if num_episodes is None else num_episodes
     num_val = max(1, num_train // 10) if num_val_episodes is None else num_val_episodes
@@ -186,7 +195,8 @@ def generate_dataset(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}.")
 
-    out = default_dataset_dir() if out_dir is None else Path(out_dir).expanduser()
+    out = default_dataset_dir("regenerated") if out_dir is None else Path(out_dir).expanduser()
+    _refuse_official_dir(out, spec.name)
     out.mkdir(parents=True, exist_ok=True)
     train_path, val_path = out / f"{spec.name}.npz", out / f"{spec.name}-val.npz"
     partial = shard_dir(train_path)
@@ -257,6 +267,19 @@ def generate_dataset(
         steps_collected=collected,
         wall_time_s=time.perf_counter() - start,
     )
+
+
+def _refuse_official_dir(out: Path, name: str) -> None:
+    official = default_dataset_dir("official")
+    if out.resolve() == official.resolve():
+        raise ValueError(
+            f"{out} is OGBench's own dataset dir: OGBench, and any code built on it, reads the "
+            "files there as the official data and never looks at a provenance record, so "
+            "regenerated files there would pass for official ones. Generate into the "
+            f"regenerated-data dir instead (the default: {generate_command(name)}, into "
+            f"{default_dataset_dir('regenerated')}) or another dir (--out-dir DIR); the "
+            f"official files come from `sorl-data download {name}`."
+        )
 
 
 def _shard_path(partial: Path, index: int) -> Path:

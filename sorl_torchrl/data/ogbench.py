@@ -1,10 +1,10 @@
 """TorchRL experience replay over OGBench singletask datasets.
 
 :class:`OGBenchExperienceReplay` reads the official-format files ``<name>.npz`` /
-``<name>-val.npz`` from a local dir (regenerated with ``sorl-data generate`` or
-downloaded elsewhere; the antmaze, humanoidmaze and antsoccer datasets need a trained expert
-and can only be copied in), relabels them for the chosen singletask task, converts them once to
-a memory-mapped TED TensorDict and samples batches from it. ``import sorl_torchrl``
+``<name>-val.npz`` from a local dir (downloaded with ``sorl-data download`` or regenerated
+with ``sorl-data generate``; the antmaze, humanoidmaze and antsoccer datasets need a trained
+expert and can only be downloaded), relabels them for the chosen singletask task, converts
+them once to a memory-mapped TED TensorDict and samples batches from it. ``import sorl_torchrl``
 registers it under the ``"ogbench"`` prefix of :func:`torchrl.data.datasets.load_dataset`.
 
 Examples:
@@ -41,15 +41,16 @@ from torchrl.data.replay_buffers.storages import TensorStorage
 from torchrl.data.replay_buffers.writers import ImmutableDatasetWriter, Writer
 from torchrl.envs.transforms import Compose, DeviceCastTransform, Transform
 
-from sorl_torchrl.data.generate import default_dataset_dir, generate_command, obtain_instructions
-from sorl_torchrl.data.provenance import read_provenance
+from sorl_torchrl.data.download import download_command
+from sorl_torchrl.data.generate import generate_command, obtain_instructions
+from sorl_torchrl.data.provenance import default_dataset_dir, file_source, read_provenance
 from sorl_torchrl.data.relabel import read_task_targets, singletask_rewards
 from sorl_torchrl.data.specs import DatasetSpec, get_dataset_spec, parse_singletask_id
 from sorl_torchrl.data.ted import DEFAULT_ACTION_CLIP, rows_to_ted
 
 __all__ = ["OGBenchExperienceReplay", "dataset_file_paths"]
 
-_CACHE_FORMAT = 2  # bump when the memmap layout or the checks made when building it change
+_CACHE_FORMAT = 3  # bump when the memmap layout or the checks made when building it change
 
 
 def dataset_file_paths(dataset_name: str, root: str | os.PathLike) -> dict[str, Path]:
@@ -78,7 +79,8 @@ class OGBenchExperienceReplay(BaseDatasetExperienceReplay):
 
     Keyword Args:
         root: Dir holding ``<name>.npz`` and ``<name>-val.npz`` (default: OGBench's
-            ``~/.ogbench/data``).
+            ``~/.ogbench/data``, the official data's dir; regenerated data lives in
+            ``~/.sorl_torchrl/regenerated`` unless generated elsewhere).
         split: ``"train"`` or ``"val"``.
         sampler: Replay-buffer sampler (default: uniform with replacement). Use
             ``SamplerWithoutReplacement(drop_last=True)`` for epochs with static shapes.
@@ -90,12 +92,13 @@ class OGBenchExperienceReplay(BaseDatasetExperienceReplay):
         device: Device the sampled batches are moved to (the memmap storage stays on CPU).
         action_clip: Clip actions to ``[-action_clip, action_clip]`` (``None``: off).
         cache_dir: Where the memory-mapped TED copy is kept (default:
-            ``<root>/torchrl/<dataset_id>-<split>``); rebuilt when the source file changes.
+            ``<root>/torchrl/<dataset_id>-<split>``); rebuilt when the source file or its
+            provenance record changes. The copy carries the record (its ``.source.json``).
 
     Raises:
         ValueError: Unknown dataset or task, or a corrupt / incomplete file.
-        FileNotFoundError: A missing file; the message gives the command that generates it
-            (or, for expert data, which official files to copy where).
+        FileNotFoundError: A missing file; the message gives the commands that download or
+            generate it (expert data: download only).
     """
 
     def __init__(
@@ -163,9 +166,19 @@ class OGBenchExperienceReplay(BaseDatasetExperienceReplay):
     # -- extras ---------------------------------------------------------------------------
 
     @property
-    def provenance(self) -> dict[str, Any] | None:
-        """The provenance record of the source file (``None``: no record, e.g. official)."""
-        return read_provenance(self.source_path)
+    def provenance(self) -> dict[str, Any]:
+        """The provenance record of the source file, with its ``source``.
+
+        ``source`` is ``"official"`` (downloaded by ``sorl-data download``: ``url`` and
+        ``downloaded`` say from where and when), ``"regenerated"`` (made by ``sorl-data
+        generate``: seed and settings), ``"unknown"`` (no record: e.g. an official file
+        copied in by hand; the dict holds only ``source``) or ``"unfinished"`` (no record,
+        beside an unfinished generation).
+        """
+        return {
+            **(read_provenance(self.source_path) or {}),
+            "source": file_source(self.source_path),
+        }
 
     @property
     def task(self) -> int:
@@ -189,7 +202,7 @@ class OGBenchExperienceReplay(BaseDatasetExperienceReplay):
             return
         if self.split == "val" and paths["train"].exists():
             if self.spec.load_only:
-                fix = f"copy the official {paths['val'].name} into {self.root}"
+                fix = f"download it with: {download_command(self.spec.name, self.root)}"
             else:
                 fix = (
                     "regenerate both with: "
@@ -199,12 +212,11 @@ class OGBenchExperienceReplay(BaseDatasetExperienceReplay):
                 f"The validation file {paths['val']} is missing (the training file exists): "
                 f"the dataset is incomplete; {fix}."
             )
-        if self.spec.load_only:
-            how = obtain_instructions(self.spec.name, self.root)
-        else:
-            how = (
-                f"{obtain_instructions(self.spec.name, self.root)} "
-                "(or copy the official OGBench files into that dir)"
+        how = obtain_instructions(self.spec.name, self.root)
+        if not self.spec.load_only and self.root == default_dataset_dir("official"):
+            how += (
+                f" (regenerated data lives in {default_dataset_dir('regenerated')}: pass "
+                "that dir as root= if you generated it there)"
             )
         raise FileNotFoundError(f"Dataset file {self.source_path} not found: {how}.")
 
@@ -217,6 +229,7 @@ class OGBenchExperienceReplay(BaseDatasetExperienceReplay):
             "mtime_ns": stat.st_mtime_ns,
             "dataset_id": self.dataset_id,
             "action_clip": self.action_clip,
+            "provenance": self.provenance,
         }
 
     def _load_or_build_memmap(self) -> TensorDict:
@@ -260,7 +273,8 @@ class OGBenchExperienceReplay(BaseDatasetExperienceReplay):
         if self.spec.button_dim is not None:
             needed.append("button_states")
         if self.spec.load_only:
-            fix = f"copy the official {self.source_path.name} into {self.root} again"
+            command = download_command(self.spec.name, self.root)
+            fix = f"download it again with `{command} --overwrite`"
         else:
             fix = f"regenerate it with `{generate_command(self.spec.name, self.root)} --overwrite`"
         hint = f"check it with `sorl-data verify {self.source_path}` and {fix}"

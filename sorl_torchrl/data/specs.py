@@ -2,11 +2,12 @@
 
 One :class:`DatasetSpec` per dataset, carrying the official generation settings (from
 OGBench's ``data_gen_scripts/commands.sh``), the on-disk array shapes, the default
-singletask task and the evaluation horizon. Most datasets can be regenerated locally with
-the scripted oracles shipped in the ``ogbench`` package; the antmaze, humanoidmaze and
-antsoccer datasets were collected by trained expert policies that are not distributed, so
-their specs are *load only* (``spec.load_only``): the official files, copied into the
-dataset dir, can be verified and loaded, but not generated.
+singletask task and the evaluation horizon. Every dataset can be downloaded from the
+OGBench server (``sorl-data download``); most can also be regenerated locally with the
+scripted oracles shipped in the ``ogbench`` package. The antmaze, humanoidmaze and antsoccer
+datasets were collected by trained expert policies that are not distributed, so their specs
+are *download only* (``spec.load_only``): the official files can be downloaded, verified and
+loaded, but not generated. ``spec.obtain`` says which ways a dataset has.
 
 Examples:
     >>> spec = get_dataset_spec("cube-single-play-v0")
@@ -18,8 +19,8 @@ Examples:
     >>> parse_singletask_id("pointmaze-medium-navigate-singletask-v0").task
     1
     >>> spec = get_dataset_spec("antsoccer-arena-navigate-v0")
-    >>> spec.load_only, spec.observation_dim, spec.action_dim, spec.default_task
-    (True, 42, 8, 4)
+    >>> spec.load_only, spec.obtain, spec.observation_dim, spec.action_dim, spec.default_task
+    (True, ('download',), 42, 8, 4)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ __all__ = [
 Family = Literal["cube", "scene", "puzzle", "pointmaze", "antmaze", "humanoidmaze", "antsoccer"]
 
 EXPERT_FAMILIES: tuple[str, ...] = ("antmaze", "humanoidmaze", "antsoccer")
-"""Families whose official data was collected by trained expert policies (load only)."""
+"""Families whose official data was collected by trained expert policies (download only)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +74,8 @@ class DatasetSpec:
         p_random_action: Probability of a uniformly random action (noisy only).
         p_stack_range: Per-episode range of the cube stacking probability.
         load_only: The data was collected by a trained expert policy that is not
-            distributed: the official files can be verified and loaded, not generated.
+            distributed: the official files can be downloaded, verified and loaded, not
+            generated (*download only*).
     """
 
     name: str
@@ -100,6 +102,15 @@ class DatasetSpec:
     def env_prefix(self) -> str:
         """The env name without version, e.g. ``"cube-single"``."""
         return self.env_name[: -len("-v0")]
+
+    @property
+    def obtain(self) -> tuple[str, ...]:
+        """The ways to get its files here: ``("generate", "download")`` or ``("download",)``.
+
+        >>> get_dataset_spec("scene-play-v0").obtain
+        ('generate', 'download')
+        """
+        return ("download",) if self.load_only else ("generate", "download")
 
     @property
     def oracle(self) -> str:
@@ -149,7 +160,7 @@ _PUZZLE_DIMS = {  # size: (obs, qpos=qvel, buttons, episodes, horizon)
     "4x6": (115, 38, 24, 5000, 1000),
 }
 _MAZES = {"medium": (1000, 1001), "large": (1000, 1001), "giant": (500, 2001)}
-# Expert-data families (load only). Dims measured on the ogbench envs; episode counts and
+# Expert-data families (download only). Dims measured on the ogbench envs; episode counts and
 # lengths from OGBench's data_gen_scripts/commands.sh; horizons from the singletask env
 # registrations (ogbench/locomaze/__init__.py); default tasks from ogbench/locomaze/maze.py.
 _EXPERT_DIMS = {  # family: (obs, act, qpos, qvel, default task)
@@ -282,15 +293,17 @@ def _build_registry() -> dict[str, DatasetSpec]:
 
 
 DATASETS: dict[str, DatasetSpec] = _build_registry()
-"""All known datasets, by name (generatable and load only)."""
+"""All known datasets, by name (generatable and download only)."""
 
 
 def list_datasets(*, load_only: bool = False) -> list[str]:
     """Names of the datasets that can be generated locally, sorted.
 
+    Every dataset can also be downloaded (``sorl-data download``).
+
     Args:
-        load_only: List the load-only datasets instead (collected by a trained expert;
-            the official files must be copied into the dataset dir).
+        load_only: List the download-only datasets instead (collected by a trained expert:
+            the official files can be downloaded, not generated).
 
     >>> "puzzle-3x3-noisy-v0" in list_datasets()
     True

@@ -50,7 +50,11 @@ def rows_to_ted(
         A TensorDict with batch size ``[transitions]`` and keys ``observation``, ``action``,
         ``episode``, ``("next", "observation")``, ``("next", "reward")`` ``[..., 1]``,
         ``("next", "terminated")`` (= success = ``1 - mask``), ``("next", "truncated")`` and
-        ``("next", "done")`` (both: last transition of a recorded episode).
+        ``("next", "done")`` (both: last transition of a recorded episode) and
+        ``("next", "action")``: the action of the following transition, ``action[min(i + 1,
+        n - 1)]``, as the released code's ``next_actions`` (ReBRAC's critic penalty reads
+        it). At the end of an episode it is the next episode's first action, a quirk the
+        released code warns about, reproduced so ReBRAC trains on the same targets.
     """
     terminals = np.asarray(terminals, dtype=bool)
     valid = ~terminals
@@ -62,6 +66,7 @@ def rows_to_ted(
         action = np.clip(action, -action_clip, action_clip)
     episode_end = torch.from_numpy(episode_ends).unsqueeze(-1)
     n = int(valid.sum())
+    next_action_rows = np.minimum(np.arange(n) + 1, n - 1)
     return TensorDict(
         {
             "observation": torch.from_numpy(np.ascontiguousarray(observations[valid])),
@@ -69,6 +74,7 @@ def rows_to_ted(
             "episode": torch.from_numpy(episode.astype(np.int64)),
             "next": {
                 "observation": torch.from_numpy(np.ascontiguousarray(observations[next_rows])),
+                "action": torch.from_numpy(np.ascontiguousarray(action[next_action_rows])),
                 "reward": torch.from_numpy(rewards[valid].astype(np.float32)).unsqueeze(-1),
                 "terminated": torch.from_numpy(successes[valid].astype(bool)).unsqueeze(-1),
                 "truncated": episode_end,

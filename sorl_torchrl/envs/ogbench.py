@@ -5,15 +5,21 @@ singletask env (float32 observations, ``success`` in every step's tensordict, OG
 horizon as the time limit), or a :class:`~torchrl.envs.SerialEnv` /
 :class:`~torchrl.envs.ParallelEnv` of several for batched evaluation.
 
-Success timing: ogbench >= 1.2 computes success, reward and termination on the state
-*before* the action (``"pre"``, the default); the published SORL numbers were made with
-ogbench 1.1, which used the state *after* it (``"post"``).
+Success timing, one rule everywhere: ``"post"``. OGBench computes an episode's success,
+reward and termination either on the state *after* the action (``"post"``, what ogbench 1.1
+did, and what the published SORL numbers were made with) or on the state *before* it
+(``"pre"``, the default of the ogbench >= 1.2 registrations). ``"post"`` is the default of
+:func:`make_ogbench_env`, of :func:`~sorl_torchrl.envs.evaluate_policy` and of every recipe
+config (``env.success_timing``); the env carries its timing as ``env.success_timing``, and
+the (k, N) grid rows record it. With ``"pre"`` a successful episode lasts one step longer.
 
 Examples:
     >>> env = make_ogbench_env("pointmaze-medium-navigate-singletask-v0", seed=0)
     >>> td = env.rollout(3)
     >>> td["observation"].dtype, td["next", "success"].shape, env.max_episode_steps
     (torch.float32, torch.Size([3, 1]), 1000)
+    >>> env.success_timing
+    'post'
 """
 
 from __future__ import annotations
@@ -50,8 +56,25 @@ class OGBenchInfoWrapper(gymnasium.Wrapper):
 
     OGBench returns ``info["success"]`` as a Python float or bool, which TorchRL's info
     reader cannot store; the wrapper keeps only ``success``, as a numpy bool, also at reset.
-    When ``reset`` gets a seed it also seeds the action space and numpy's global RNG,
-    which OGBench uses for the maze start noise and for the task-goal settling steps.
+
+    OGBench's resets also draw from numpy's *global* RNG (the maze start noise, a random
+    task id). When ``reset`` gets a seed, the wrapper seeds the action space and gives the
+    env its own copy of that global RNG, seeded with ``seed``: every reset of this env draws
+    from its own copy, and the caller's global numpy state is left as it was. So envs that
+    share a process (a :class:`~torchrl.envs.SerialEnv`) give each the episodes of its own
+    seed, as if each ran alone. (Steps use the global RNG only in OGBench's teleport mazes,
+    which the package does not ship.)
+
+    Examples:
+        >>> import numpy as np
+        >>> from sorl_torchrl.envs import make_ogbench_env
+        >>> env = make_ogbench_env("pointmaze-medium-navigate-singletask-v0")
+        >>> state = np.random.get_state()[1].copy()
+        >>> first = env.reset(seed=3)["observation"]
+        >>> bool((np.random.get_state()[1] == state).all())  # global RNG untouched
+        True
+        >>> bool((env.reset(seed=3)["observation"] == first).all())
+        True
     """
 
     def __init__(self, env: gymnasium.Env) -> None:
@@ -60,13 +83,23 @@ class OGBenchInfoWrapper(gymnasium.Wrapper):
         self.observation_space = gymnasium.spaces.Box(
             low=space.low.astype(np.float32), high=space.high.astype(np.float32), dtype=np.float32
         )
+        self._numpy_state: tuple | None = None  # this env's global-RNG state, once seeded
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
         """Reset; see the class docstring for the seeding."""
         if seed is not None:
-            np.random.seed(seed % 2**32)
+            self._numpy_state = np.random.RandomState(seed % 2**32).get_state()
             self.env.action_space.seed(seed)
-        ob, _ = self.env.reset(seed=seed, options=options)
+        if self._numpy_state is None:
+            ob, _ = self.env.reset(seed=seed, options=options)
+        else:
+            outer = np.random.get_state()
+            np.random.set_state(self._numpy_state)
+            try:
+                ob, _ = self.env.reset(seed=seed, options=options)
+            finally:
+                self._numpy_state = np.random.get_state()
+                np.random.set_state(outer)
         return ob.astype(np.float32), {"success": np.array([False])}
 
     def step(self, action: np.ndarray) -> tuple:
@@ -107,7 +140,7 @@ def make_ogbench_env(
     *,
     num_envs: int = 1,
     parallel: bool = False,
-    success_timing: SuccessTiming = "pre",
+    success_timing: SuccessTiming = "post",
     max_episode_steps: int | None = None,
     seed: int | None = None,
     device: str | torch.device = "cpu",
@@ -120,16 +153,21 @@ def make_ogbench_env(
             dataset-style id used for training (``"cube-single-play-singletask-task2-v0"``).
         num_envs: Number of envs; more than one gives a batched env.
         parallel: With ``num_envs > 1``, use a :class:`~torchrl.envs.ParallelEnv`
-            (one process each) instead of a :class:`~torchrl.envs.SerialEnv`.
-        success_timing: ``"pre"`` (ogbench >= 1.2 default) or ``"post"`` (ogbench 1.1, used
-            for the published SORL numbers).
+            (one process each) instead of a :class:`~torchrl.envs.SerialEnv` (all in this
+            process). A ParallelEnv changes this process's torch thread count while it runs
+            and when it closes (TorchRL's doing);
+            :func:`~sorl_torchrl.envs.evaluate_policy` restores it for the envs it builds.
+        success_timing: ``"post"`` (the default: success on the state after the action, as
+            in ogbench 1.1 and the published SORL numbers) or ``"pre"`` (on the state before
+            it, the ogbench >= 1.2 registrations' default); see the module docstring.
         max_episode_steps: Override OGBench's horizon (default: 200 for cube-single, ...).
         seed: Seed passed to :meth:`~torchrl.envs.EnvBase.set_seed`.
         device: Device of the env's tensordicts.
         **env_kwargs: Extra keyword arguments for ``gymnasium.make``.
 
     Returns:
-        The env; its ``max_episode_steps`` attribute is the horizon.
+        The env; its ``max_episode_steps`` attribute is the horizon and its
+        ``success_timing`` attribute the timing.
 
     Raises:
         ValueError: Unknown env id, task or success timing.
@@ -148,6 +186,7 @@ def make_ogbench_env(
     else:
         raise ValueError(f"num_envs must be at least 1, got {num_envs}.")
     env.max_episode_steps = max_episode_steps or horizon
+    env.success_timing = success_timing
     if seed is not None:
         env.set_seed(seed)
     return env

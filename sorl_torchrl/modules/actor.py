@@ -269,6 +269,7 @@ class ShortcutModel(nn.Module):
         noise: torch.Tensor,
         num_steps: int,
         clip: bool = True,
+        fixed_step_code: float | None = None,
     ) -> torch.Tensor:
         """The Euler sampler on validated inputs (see :meth:`sample`).
 
@@ -279,13 +280,16 @@ class ShortcutModel(nn.Module):
             observation_part: :meth:`observation_part` of the observations; its batch shape
                 broadcasts to the noise's.
             noise: the starting point ``a0``, ``[*B, action_dim]``.
-            num_steps: ``k``, a power of two (not checked here).
+            num_steps: ``k``, a power of two (any integer >= 1 with ``fixed_step_code``).
             clip: clip the result to ``[-1, 1]``.
+            fixed_step_code: the step code fed to every step instead of ``log2 k``: a plain
+                flow with step ``1/k`` whose network ignores the code (FQL's ``K = 10`` steps
+                at code 0). ``None``: the shortcut sampler, ``log2 k``.
 
         Returns:
             ``[*B, action_dim]``.
         """
-        code = float(step_code(num_steps))
+        code = float(step_code(num_steps) if fixed_step_code is None else fixed_step_code)
         x = noise
         for i in range(num_steps):
             x = x + self.velocity_from_part(observation_part, x, i / num_steps, code) / num_steps

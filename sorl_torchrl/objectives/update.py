@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
@@ -353,6 +354,44 @@ class SORLUpdateStep:
                 **meta_actor,
             }
         )
+
+    def precompile(
+        self, batch: TensorDictBase, *, progress: Callable[[int], None] | None = None
+    ) -> float:
+        """Compile every graph now, on ``batch``, without training; returns the seconds taken.
+
+        Runs the critic and the actor loss, forward and backward, once for each step count
+        ``k`` the loss draws, with random draws made under :func:`torch.random.fork_rng`, so
+        the random stream, the weights and the optimizer states are as before the call (the
+        gradients are cleared). A training run then pays no compilation inside its loop and
+        can report compile time apart from training time. Eager update steps return ``0.0``
+        at once.
+
+        Args:
+            batch: a batch of the shapes and device training will use.
+            progress: called with each ``k`` after its graphs compiled.
+        """
+        if self.compile_mode is None:
+            return 0.0
+        start = time.perf_counter()
+        loss = self.loss
+        inputs = loss.read_batch(batch)
+        device = inputs["observation"].device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for k in loss.bptt_step_choices:
+                noise = loss.draw_critic_randomness(inputs)["noise"]
+                loss_qvalue, _ = self._run("_critic_forward", *inputs.values(), noise, k)
+                self._backward("critic", loss_qvalue)
+                draws = loss.draw_actor_randomness(inputs)
+                draws.pop("num_steps")
+                obs, action = inputs["observation"], inputs["action"]
+                loss_actor, _ = self._run("_actor_forward", obs, action, draws, k)
+                self._backward("actor", loss_actor)
+                if progress is not None:
+                    progress(k)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
 
     def state_dict(self) -> dict:
         """Optimizer states (for checkpoints; the networks live in the loss's state dict)."""

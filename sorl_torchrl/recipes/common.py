@@ -15,11 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from sorl_torchrl import QEnsemble, ShortcutActor, ShortcutLoss, SORLUpdateStep
 from sorl_torchrl.checkpoint import CheckpointError, load_module_state
-from sorl_torchrl.data.generate import default_dataset_dir, generate_command, generate_dataset
-from sorl_torchrl.data.provenance import interrupted_generation, shard_dir
 from sorl_torchrl.data.specs import DATASETS, DatasetSpec, _unknown, get_dataset_spec
 from sorl_torchrl.deploy.build import build_sorl_modules
 from sorl_torchrl.recipes.run_record import CHECKPOINT_NAME, record_identity, resume_differences
+from sorl_torchrl.recipes.runtime import Runtime, resolve_runtime
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -80,67 +79,42 @@ def dataset_id(cfg: DictConfig) -> str:
 
 
 def prepare_dataset(cfg: DictConfig) -> Path:
-    """The dataset dir; with ``data.generate_if_missing`` generates the dataset there first.
+    """The dataset dir, holding the dataset's two files from ``data.source``.
 
-    Generation runs when neither file exists, and finishes an interrupted generation (its
-    ``<name>.partial`` dir). It never replaces an existing file: a dataset with only one of
-    its two files is an error that gives the command regenerating both.
+    ``data.root`` (null: the source's default dir, ``~/.ogbench/data`` for official data,
+    ``~/.sorl_torchrl/regenerated`` for regenerated data). With ``data.download_if_missing``
+    missing official files are downloaded; with ``data.generate_if_missing`` a missing
+    dataset is generated, and an interrupted generation finished. An existing file is never
+    replaced: a dataset with only one of its two files is an error that gives the command
+    regenerating both. Each file's provenance must match ``data.source`` (a regenerated file
+    never passes for official data); see :mod:`sorl_torchrl.recipes.dataset_source`.
     """
-    root = Path(cfg.data.root).expanduser() if cfg.data.root else default_dataset_dir()
-    name = dataset_spec(cfg).name
-    if not cfg.data.generate_if_missing:
-        return root
-    files = [root / f"{name}.npz", root / f"{name}-val.npz"]
-    interrupted = interrupted_generation(files[0]) is not None
-    present = [path for path in files if path.exists()]
-    if len(present) == 2 and not interrupted:
-        return root
-    sizes = "" if cfg.data.num_episodes is None else f" --num-episodes {cfg.data.num_episodes}"
-    regenerate = f"{generate_command(name, root)} --seed {cfg.seed}{sizes} --overwrite"
-    if present and not interrupted:
-        missing = ", ".join(path.name for path in files if path not in present)
-        raise FileNotFoundError(
-            f"The dataset {name} in {root} is incomplete: {present[0].name} exists but "
-            f"{missing} does not, and data.generate_if_missing=true never replaces an "
-            f"existing file. Regenerate both with `{regenerate}` and run this command again, "
-            f"or move {present[0]} away to let this command generate the dataset."
-        )
-    log.info("Dataset %s not found in %s: generating it locally.", name, root)
-    try:
-        generate_dataset(
-            name,
-            out_dir=root,
-            num_episodes=cfg.data.num_episodes,
-            seed=cfg.seed,
-            workers=cfg.data.workers,
-            progress=cfg.progress,
-        )
-    except FileExistsError as err:  # the interrupted generation had other settings
-        raise FileExistsError(
-            f"data.generate_if_missing=true cannot finish the dataset {name}: "
-            f"{shard_dir(files[0])} holds an interrupted generation with other settings "
-            f"than this run's (seed={cfg.seed}, data.num_episodes={cfg.data.num_episodes}). "
-            "Finish it with the `sorl-data generate` command that started it, or discard it "
-            f"and generate the dataset with this run's settings: `{regenerate}`."
-        ) from err
-    return root
+    from sorl_torchrl.recipes.dataset_source import obtain_dataset
+
+    return obtain_dataset(cfg, dataset_spec(cfg))
 
 
-def build_modules(cfg: DictConfig) -> tuple[ShortcutActor, QEnsemble, ShortcutLoss, SORLUpdateStep]:
-    """Actor, critic, loss and update step from the config groups, on ``cfg.device``.
+def build_modules(
+    cfg: DictConfig, runtime: Runtime | None = None
+) -> tuple[ShortcutActor, QEnsemble, ShortcutLoss, SORLUpdateStep]:
+    """Actor, critic, loss and update step from the config groups.
 
     The observation and action sizes come from the dataset spec of ``env.name``; ``network``,
-    ``loss``, ``optim`` and ``compile`` give the rest.
+    ``loss`` and ``optim`` give the rest; ``runtime`` (default: resolved from ``cfg`` by
+    :func:`~sorl_torchrl.recipes.runtime.resolve_runtime`) the device and compile mode.
     """
-    dataset_spec(cfg)  # env.name is known (the error lists the known names)
+    runtime = runtime or resolve_runtime(cfg)
     sections = ("env", "network", "loss")
     config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in sections}
+    if cfg.get("sizes") is not None:  # read from the data (data.dataset=<prefix>:<id>)
+        config["sizes"] = OmegaConf.to_container(cfg.sizes, resolve=True)
+    else:
+        dataset_spec(cfg)  # env.name is known (the error lists the known names)
     # The replay buffer checked the dataset's values once when it was built, so the loss
     # checks only keys and shapes per batch (no device synchronisation per update).
-    actor, critic, loss = build_sorl_modules(config, device=cfg.device, validate_inputs=False)
-    update = SORLUpdateStep(
-        loss, compile=cfg.get("compile", False), **OmegaConf.to_container(cfg.optim, resolve=True)
-    )
+    actor, critic, loss = build_sorl_modules(config, device=runtime.device, validate_inputs=False)
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    update = SORLUpdateStep(loss, compile=runtime.compile_mode or False, **optim)
     return actor, critic, loss, update
 
 

@@ -1,11 +1,13 @@
 """The recipes' config, checked before any work: every setting they read, all problems at once.
 
 :func:`validate_config` checks the types and ranges of every top-level setting and of the
-``env``, ``network``, ``loss``, ``optim``, ``eval``, ``data`` and ``logger`` groups, and
-raises one :class:`~sorl_torchrl._validation.SettingsError` (a ``ValueError``) that lists each
+``algo``, ``env``, ``network``, ``loss``, ``optim``, ``eval``, ``data`` and ``logger`` groups,
+and raises one :class:`~sorl_torchrl._validation.SettingsError` (a ``ValueError``) that lists each
 problem as ``key: got X, allowed Y``. The ``loss``, ``optim`` and ``network`` checks are the
-constructors' own (``ShortcutLoss.SETTINGS``, ``SORLUpdateStep.SETTINGS``, ...), so a rule is
-written once. It builds nothing, reads no file and changes no state.
+constructors' own, of the algorithm ``algo.name`` selects (``ShortcutLoss.SETTINGS`` and
+``SORLUpdateStep.SETTINGS`` for SORL, ``FQLLoss.SETTINGS`` and ``JointUpdateStep.SETTINGS``
+for FQL, ...), so a rule is written once; an algorithm without inference steps refuses
+``eval.inference_steps`` other than ``[1]``. It builds nothing, reads no file and changes no state.
 
 Zero has a documented meaning for the intervals that may be off: ``val_interval: 0`` (no
 validation), ``checkpoint_interval: 0`` (only the final checkpoint), ``eval.interval: 0``
@@ -23,7 +25,6 @@ from sorl_torchrl._validation import (
     FLAG,
     SEED,
     Choice,
-    Each,
     Number,
     Settings,
     SettingsError,
@@ -32,14 +33,22 @@ from sorl_torchrl._validation import (
     check_device,
     problem_line,
 )
+from sorl_torchrl.data.torchrl_dataset import parse_dataset_spec
 from sorl_torchrl.envs.ogbench import SuccessTiming
 from sorl_torchrl.modules.actor import ACTOR_SETTINGS
 from sorl_torchrl.modules.critic import CRITIC_SETTINGS
-from sorl_torchrl.modules.verifier import VERIFIER_SETTINGS
-from sorl_torchrl.objectives.shortcut import LOSS_SETTINGS
-from sorl_torchrl.objectives.update import UPDATE_SETTINGS
+from sorl_torchrl.recipes.algorithms import (
+    ALGORITHMS,
+    ENV_BLOCKS,
+    algorithm_name,
+    algorithm_problems,
+    group_settings,
+)
 from sorl_torchrl.recipes.common import dataset_id, dataset_spec
+from sorl_torchrl.recipes.dataset_source import DATA_SETTINGS
 from sorl_torchrl.recipes.divergence import ON_DIVERGENCE
+from sorl_torchrl.recipes.loggers import LOGGER_BACKENDS, LOGGER_SETTINGS
+from sorl_torchrl.scaling import GRID_SETTINGS
 
 __all__ = [
     "EVAL_SETTINGS",
@@ -55,8 +64,6 @@ __all__ = [
 RESUME_MODES = (True, False, "auto")
 #: Values of ``matmul_precision`` (``torch.set_float32_matmul_precision``).
 MATMUL_PRECISIONS = ("highest", "high", "medium")
-#: Values of ``logger.backend`` (``torchrl.record.loggers.get_logger``).
-LOGGER_BACKENDS = ("csv", "tensorboard", "wandb", "mlflow", "trackio")
 
 _COUNT = Number("[1, inf)", integer=True)
 
@@ -64,6 +71,11 @@ _COUNT = Number("[1, inf)", integer=True)
 def _any(value: Any, name: str) -> Any:
     """A key the recipes read only through another group (``env.discount`` -> ``loss``)."""
     return value
+
+
+def _compile_or_auto(value: Any, name: str) -> Any:
+    """``compile``: ``auto`` (:mod:`sorl_torchrl.recipes.runtime` decides) or a compile mode."""
+    return value if value == "auto" else check_compile(value, name)
 
 
 #: Settings outside the groups.
@@ -74,7 +86,7 @@ TOP_LEVEL_SETTINGS = Settings(
         "device": check_device,
         "threads": Number("[1, inf)", integer=True, optional=True, meaning="None: torch's default"),
         "matmul_precision": Choice(*MATMUL_PRECISIONS),
-        "compile": check_compile,
+        "compile": _compile_or_auto,
         "num_updates": Number("[0, inf)", integer=True),
         "batch_size": _COUNT,
         "log_interval": _COUNT,
@@ -90,73 +102,73 @@ TOP_LEVEL_SETTINGS = Settings(
     },
 )
 
-#: ``eval.*``; ``sorl-evaluate`` checks its options with the same checks.
+#: ``eval.*``: the grid's own checks (:data:`~sorl_torchrl.scaling.GRID_SETTINGS`) and how its
+#: envs are run; ``sorl-evaluate`` checks its options with the same checks.
 EVAL_SETTINGS = Settings(
     "eval",
     {
         "interval": Number("[0, inf)", integer=True, meaning="0: only at the end"),
-        "inference_steps": Each(VERIFIER_SETTINGS["inference_steps"]),
-        "num_candidates": Each(VERIFIER_SETTINGS["num_candidates"]),
-        "num_episodes": _COUNT,
-        "seed": SEED,
-        "max_episode_steps": Number(
-            "[1, inf)", integer=True, optional=True, meaning="None: the environment's horizon"
-        ),
+        **{
+            key: GRID_SETTINGS[key]
+            for key in (
+                "inference_steps",
+                "num_candidates",
+                "num_episodes",
+                "seed",
+                "max_episode_steps",
+            )
+        },
+        "num_envs": _COUNT,
+        "parallel": FLAG,
     },
 )
 
-#: Each group's checks; ``network`` maps its keys to the modules' own checks.
+#: The ``network`` group's checks: the modules' own (SORL's; see
+#: :func:`~sorl_torchrl.recipes.algorithms.group_settings` for another algorithm's).
+_NETWORK_SETTINGS = Settings(
+    "network",
+    {
+        "actor_cells": ACTOR_SETTINGS["num_cells"],
+        "critic_cells": CRITIC_SETTINGS["num_cells"],
+        "num_critics": CRITIC_SETTINGS["num_members"],
+        "critic_layer_norm": CRITIC_SETTINGS["layer_norm"],
+        "condition_on_steps": CRITIC_SETTINGS["condition_on_steps"],
+        "step_feature": CRITIC_SETTINGS["step_feature"],
+    },
+)
+
+#: Each group's checks. ``network``, ``loss`` and ``optim`` are SORL's here; a config of
+#: another ``algo.name`` is checked with that algorithm's
+#: (:func:`~sorl_torchrl.recipes.algorithms.group_settings`).
 GROUP_SETTINGS: dict[str, Settings] = {
+    "algo": Settings("algo", {"name": Choice(*ALGORITHMS)}),
     "env": Settings(
         "env",
         {
-            "name": Text(),  # and a known dataset: checked with dataset_spec
-            "task": Number(integer=True),  # and 1-5: checked with dataset_id
+            # a known dataset and a task in 1-5 (checked with dataset_spec and dataset_id);
+            # both null for data.dataset=<prefix>:<id>, whose env comes from the dataset
+            "name": Text(optional=True),
+            "task": Number(integer=True, optional=True),
             "discount": _any,  # read through loss.discount
             "q_agg": _any,  # read through loss.q_agg
             "q_loss_coef": _any,  # read through loss.q_loss_coef
             "success_timing": Choice(*get_args(SuccessTiming)),
+            # the baselines' per-environment blocks, read through their loss.* (an env
+            # without one cannot train that baseline: its loss.* cannot be read)
+            **dict.fromkeys(ENV_BLOCKS, _any),
         },
     ),
-    "network": Settings(
-        "network",
-        {
-            "actor_cells": ACTOR_SETTINGS["num_cells"],
-            "critic_cells": CRITIC_SETTINGS["num_cells"],
-            "num_critics": CRITIC_SETTINGS["num_members"],
-            "critic_layer_norm": CRITIC_SETTINGS["layer_norm"],
-            "condition_on_steps": CRITIC_SETTINGS["condition_on_steps"],
-            "step_feature": CRITIC_SETTINGS["step_feature"],
-        },
-    ),
-    "loss": Settings(  # validate_inputs is the recipes' own choice (off: data checked at load)
-        "loss",
-        {key: check for key, check in LOSS_SETTINGS.items() if key != "validate_inputs"},
-        rules=LOSS_SETTINGS.rules,
-    ),
-    "optim": Settings(
-        "optim", {key: check for key, check in UPDATE_SETTINGS.items() if key != "compile"}
-    ),
+    # validate_inputs and compile are the recipes' own choices (off: data checked at load)
+    **group_settings("sorl", _NETWORK_SETTINGS),
     "eval": EVAL_SETTINGS,
-    "data": Settings(
-        "data",
-        {
-            "root": Text(optional=True),
-            "generate_if_missing": FLAG,
-            "num_episodes": Number(
-                "[1, inf)", integer=True, optional=True, meaning="None: the official size"
-            ),
-            "workers": _COUNT,
-            "prefetch": Number(
-                "[1, inf)", integer=True, optional=True, meaning="None: no prefetching"
-            ),
-        },
-    ),
-    "logger": Settings("logger", {"backend": Choice(*LOGGER_BACKENDS), "project": Text()}),
+    "data": DATA_SETTINGS,  # with the rule that data.source and the *_if_missing flags agree
+    "logger": LOGGER_SETTINGS,
 }
 
 #: Groups whose keys a config may leave out: the constructor's default applies.
 _OPTIONAL_GROUPS = ("loss", "optim")
+#: Groups a config may lack: a config without ``algo`` (an older one) is SORL.
+_ABSENT_GROUPS = ("algo",)
 
 
 def _read(node: DictConfig, key: str, name: str, problems: list[str]) -> tuple[bool, Any]:
@@ -179,6 +191,7 @@ def _check_node(
     *,
     required: bool = True,
     only_known: bool = False,
+    optional_keys: tuple[str, ...] = (),
 ) -> None:
     """Check the keys of ``node`` with ``settings`` and add a line per problem.
 
@@ -189,11 +202,14 @@ def _check_node(
         problems: where the lines go.
         required: a key of ``settings`` that ``node`` lacks is a problem.
         only_known: check only the keys ``settings`` knows (others are not a problem).
+        optional_keys: keys of ``settings`` that ``node`` may lack even when ``required``.
     """
     present = [key for key in node.keys() if not only_known or key in settings]
     if required:
         problems.extend(
-            f"{prefix}{key}: missing (the recipes read it)" for key in settings if key not in node
+            f"{prefix}{key}: missing (the recipes read it)"
+            for key in settings
+            if key not in node and key not in optional_keys
         )
     values: dict[str, Any] = {}
     for key in present:
@@ -210,7 +226,27 @@ def _check_node(
 
 
 def _check_env(cfg: DictConfig, problems: list[str]) -> None:
-    """``env.name`` a known dataset and ``env.task`` in 1-5, by the recipes' own functions."""
+    """``env.name`` a known dataset and ``env.task`` in 1-5, by the recipes' own functions.
+
+    With ``data.dataset=<prefix>:<id>`` of another source, both must be null (``env=dataset``):
+    the env then comes from the dataset.
+    """
+    spec = cfg.data.get("dataset") if isinstance(cfg.get("data"), DictConfig) else None
+    if spec is not None:
+        try:
+            prefix, _ = parse_dataset_spec(str(spec))
+        except ValueError as err:
+            problems.append(f"data.dataset: {err}")
+            return
+        if prefix != "ogbench":
+            named = [key for key in ("name", "task") if cfg.env.get(key) is not None]
+            if named:
+                problems.append(
+                    f"env.{named[0]}: got {cfg.env.get(named[0])!r} with data.dataset={spec}, "
+                    "whose env comes from the dataset: add env=dataset (its discount and "
+                    "loss settings are generic; override them as env.discount=...)"
+                )
+            return
     check: Callable[[DictConfig], Any]
     for key, check in (("name", dataset_spec), ("task", dataset_id)):
         try:
@@ -251,14 +287,26 @@ def validate_config(cfg: DictConfig) -> None:
     """
     problems: list[str] = []
     _check_node(cfg, TOP_LEVEL_SETTINGS, "", problems, only_known=True)
-    for group, settings in GROUP_SETTINGS.items():
+    try:
+        algo = algorithm_name(cfg)
+    except Exception:  # noqa: BLE001 - an unknown or unreadable algo.name: the algo check says
+        algo = None
+    groups = {**GROUP_SETTINGS, **group_settings(algo or "sorl", _NETWORK_SETTINGS)}
+    for group, settings in groups.items():
         node = cfg.get(group) if group in cfg else None
+        if node is None and group in _ABSENT_GROUPS:
+            continue
         if not isinstance(node, DictConfig):
             problems.append(f"{group}: missing or not a group (got {node!r})")
             continue
         required = group not in _OPTIONAL_GROUPS
-        _check_node(node, settings, f"{group}.", problems, required=required)
+        optional = ENV_BLOCKS if group == "env" else ()
+        _check_node(
+            node, settings, f"{group}.", problems, required=required, optional_keys=optional
+        )
     if not any(line.startswith(("env.name", "env.task", "env:")) for line in problems):
         _check_env(cfg, problems)
+    if algo is not None:
+        problems += algorithm_problems(algo, cfg)
     if problems:
         raise SettingsError("The config", problems)

@@ -62,6 +62,10 @@ DIVERGENCE_TERMS: tuple[str, ...] = (
     "q_loss",
     "grad_norm_critic",
     "grad_norm_actor",
+    # the baselines' (algo=fql|iql|rebrac|bc): their own terms, one gradient norm
+    "loss_value",
+    "loss_bc_flow",
+    "grad_norm",
 )
 
 #: The values of the training recipe's ``on_divergence`` setting.

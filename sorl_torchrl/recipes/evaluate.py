@@ -1,29 +1,33 @@
 r"""Evaluate a checkpoint over the (k, N) test-time-compute grid.
 
     sorl-evaluate runs/cube-single-play-task2/seed0/checkpoint.pt \
-        --inference-steps 1 2 4 8 --num-candidates 1 4 16 64 --episodes 50
+        --inference-steps 1 2 4 8 --num-candidates 1 4 16 64 --episodes 50 --num-envs 4
 
 Before evaluating, the checkpoint is checked against its run dir's ``results.json`` (when there
 is one): its run identity must be the one recorded there, up to the run's length and
 evaluation settings. The networks are built from the checkpoint's config, with the sizes of
-its dataset, and every weight must load with its shape. Writes ``<out>/scaling.json``,
-``.csv`` and ``.png`` (default ``<checkpoint dir>/evaluate``) and prints the success table.
+its dataset, and every weight must load with its shape. The grid's envs are stepped
+``--num-envs`` at a time (default: the run's ``eval.num_envs``, as training evaluated), with a
+progress bar on stderr. Writes ``<out>/scaling.json``, ``.csv`` and ``.png`` (default
+``<checkpoint dir>/evaluate``) and prints the success table.
 ``sorl-evaluate`` is ``python -m sorl_torchrl.recipes.evaluate``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import get_args
 
+import torch
 from omegaconf import OmegaConf
 
 from sorl_torchrl._cli import EXIT_STATUS_HELP, add_debug_option, console_command
-from sorl_torchrl._validation import Choice, Settings, check_compile, check_device
+from sorl_torchrl._validation import FLAG, Choice, Number, Settings, check_compile, check_device
 from sorl_torchrl.checkpoint import CheckpointError, load_checkpoint
 from sorl_torchrl.envs import make_ogbench_env
 from sorl_torchrl.envs.ogbench import SuccessTiming
@@ -78,11 +82,37 @@ EVALUATE_SETTINGS = Settings(
         "episodes": EVAL_SETTINGS["num_episodes"],
         "seed": EVAL_SETTINGS["seed"],
         "max_episode_steps": EVAL_SETTINGS["max_episode_steps"],
+        "num_envs": Number(
+            "[1, inf)",
+            integer=True,
+            optional=True,
+            meaning="None: the run's eval.num_envs, 1 for a run without one",
+        ),
+        "parallel": Choice(None, True, False),
         "success_timing": Choice(None, *get_args(SuccessTiming)),
         "device": check_device,
         "compile": check_compile,
+        "threads": Number(
+            "[1, inf)", integer=True, optional=True, meaning="None: the package default"
+        ),
+        "progress": FLAG,
     },
 )
+
+
+def set_threads(threads: int | None, device: object = "cpu") -> None:
+    """Set torch's intra-op thread count: ``threads``, or the package default for ``None``.
+
+    Without a package default (``sorl_torchrl._threads``), ``None`` leaves torch's own.
+    """
+    if threads is None:
+        try:
+            from sorl_torchrl._threads import default_threads
+        except ImportError:
+            return
+        threads = default_threads(device)
+    if threads:
+        torch.set_num_threads(int(threads))
 
 
 def evaluate_checkpoint(
@@ -93,15 +123,23 @@ def evaluate_checkpoint(
     episodes: int = 50,
     seed: int = 1000,
     max_episode_steps: int | None = None,
+    num_envs: int | None = None,
+    parallel: bool | None = None,
     success_timing: str | None = None,
     device: str = "cpu",
     compile: bool = False,
+    threads: int | None = None,
+    progress: bool = False,
     out: Path | None = None,
 ) -> list[dict]:
     """Check, load and evaluate a checkpoint; returns the grid rows (also written to ``out``).
 
     The arguments are checked first (:data:`EVALUATE_SETTINGS`), before the checkpoint is
-    read: a device this machine does not have is reported as such.
+    read: a device this machine does not have is reported as such. ``num_envs``,
+    ``parallel`` and ``success_timing`` default to the run's config (``eval.num_envs``,
+    ``eval.parallel``, ``env.success_timing``; 1 env in this process for a run that predates
+    them), so the grid is the one training recorded. ``threads`` sets torch's thread count
+    for the evaluation (:func:`set_threads`); it is restored afterwards.
 
     Raises:
         ValueError: An argument is not allowed (every one is named, with its range).
@@ -116,9 +154,13 @@ def evaluate_checkpoint(
             "episodes": episodes,
             "seed": seed,
             "max_episode_steps": max_episode_steps,
+            "num_envs": num_envs,
+            "parallel": parallel,
             "success_timing": success_timing,
             "device": device,
             "compile": compile,
+            "threads": threads,
+            "progress": progress,
         }
     )
     checkpoint = Path(checkpoint)
@@ -129,21 +171,35 @@ def evaluate_checkpoint(
     cfg.device = str(torch_device)
     actor, critic, loss, _ = build_modules(cfg)
     load_weights(loss, state, checkpoint)
-    timing = success_timing or cfg.env.success_timing
-    env = make_ogbench_env(dataset_id(cfg), success_timing=timing, device=torch_device)
-    rows = evaluate_scaling_grid(
-        actor,
-        critic,
-        env,
-        inference_steps=settings["inference_steps"],
-        num_candidates=settings["num_candidates"],
-        num_episodes=settings["episodes"],
-        seed=settings["seed"],
-        q_agg=cfg.loss.q_agg,
-        max_episode_steps=settings["max_episode_steps"],
-        compile=settings["compile"] or False,
+    run_eval = cfg.get("eval") or {}
+    if settings["parallel"] is None:
+        settings["parallel"] = run_eval.get("parallel", False)
+    make_env = functools.partial(
+        make_ogbench_env,
+        dataset_id(cfg),
+        parallel=settings["parallel"],
+        success_timing=success_timing or cfg.env.success_timing,
+        device=torch_device,
     )
-    env.close()
+    threads_before = torch.get_num_threads()
+    set_threads(settings["threads"], torch_device)
+    try:
+        rows = evaluate_scaling_grid(
+            actor,
+            critic,
+            make_env,
+            inference_steps=settings["inference_steps"],
+            num_candidates=settings["num_candidates"],
+            num_episodes=settings["episodes"],
+            seed=settings["seed"],
+            q_agg=cfg.loss.q_agg,
+            max_episode_steps=settings["max_episode_steps"],
+            num_envs=settings["num_envs"] or run_eval.get("num_envs", 1),
+            progress=settings["progress"],
+            compile=settings["compile"] or False,
+        )
+    finally:
+        torch.set_num_threads(threads_before)
     out = out or checkpoint.parent / "evaluate"
     write_scaling_results(rows, out)
     plot_scaling(rows, out / "scaling.png", title=f"{dataset_id(cfg)}, step {state['step']}")
@@ -193,11 +249,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="episode cap (default: the environment's horizon)",
     )
     parser.add_argument(
+        "--num-envs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="envs stepped side by side, one batched policy call for all (default: the "
+        "run's eval.num_envs, 1 for a run without one); episode i is seeded seed + i either "
+        "way, but the verifier's noise is drawn per batch",
+    )
+    parser.add_argument(
+        "--parallel",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one worker process per env (TorchRL ParallelEnv) or, with --no-parallel, all "
+        "in this process (SerialEnv); default: the run's eval.parallel, else --no-parallel",
+    )
+    parser.add_argument(
         "--success-timing",
         choices=["pre", "post"],
         default=None,
-        help="when success is read: 'pre' (ogbench >= 1.2) or 'post' (ogbench 1.1, the "
-        "published numbers); default: the checkpoint config's env.success_timing",
+        help="when success is read: 'post' (ogbench 1.1, the published numbers, the "
+        "package default) or 'pre' (ogbench >= 1.2); default: the checkpoint config's "
+        "env.success_timing",
     )
     parser.add_argument(
         "--device", default="cpu", help="torch device to evaluate on, e.g. cpu or cuda"
@@ -206,6 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         action="store_true",
         help="compile the verifier (one graph per k and N; pays off for many episodes)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="T",
+        help="torch intra-op threads (default: the package default)",
+    )
+    parser.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (default: one bar over the grid's episodes, on stderr)",
     )
     parser.add_argument(
         "--out",
@@ -237,9 +323,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         episodes=args.episodes,
         seed=args.seed,
         max_episode_steps=args.max_episode_steps,
+        num_envs=args.num_envs,
+        parallel=args.parallel,
         success_timing=args.success_timing,
         device=args.device,
         compile=args.compile,
+        threads=args.threads,
+        progress=args.progress,
         out=args.out,
     )
     return 0

@@ -32,7 +32,11 @@ written by earlier versions may hold a separate ``failed.json`` instead; it is s
 (:func:`read_record`), and removed once a new run claims the dir.
 
 Records written before the data was part of the identity have no ``data.*`` keys: they are
-compared without them (a warning says so). The ``env.observation_dim`` / ``env.action_dim`` of
+compared without them (a warning says so). Records written before the recipe trained other
+algorithms have no ``algo.name``: :data:`IMPLIED_SETTINGS` gives it (``sorl``), so a SORL
+run's identity is the same with or without it. The baselines' per-environment blocks of the
+env config (:data:`DERIVED_KEYS`) are no part of any identity: a run reads them through its
+``loss.*``, which the identity holds. The ``env.observation_dim`` / ``env.action_dim`` of
 older configs are no longer settings (the sizes come from the dataset spec) and are dropped.
 """
 
@@ -58,8 +62,10 @@ __all__ = [
     "BOOKKEEPING_KEYS",
     "CHECKPOINT_NAME",
     "DATA_KEYS",
+    "DERIVED_KEYS",
     "EXTEND_KEYS",
     "FAILED_NAME",
+    "IMPLIED_SETTINGS",
     "RESULTS_NAME",
     "RunRecord",
     "finished_results",
@@ -96,6 +102,8 @@ BOOKKEEPING_KEYS: tuple[str, ...] = (
     # where the data is read from and how (the data itself is data.fingerprint)
     "data.root",
     "data.generate_if_missing",
+    "data.source",  # the files' provenance is checked against it before training
+    "data.download_if_missing",
     "data.num_episodes",
     "data.workers",
     "data.prefetch",
@@ -108,6 +116,8 @@ BOOKKEEPING_KEYS: tuple[str, ...] = (
     "checkpoint_interval",
     "val_interval",
     "val_batches",
+    # how the evaluation envs run (in this process or one process each): same episodes
+    "eval.parallel",
     # config groups that only say how a sweep is launched (they set hydra.* and device)
     "launcher",
     "sweep",
@@ -122,6 +132,18 @@ DATA_KEYS: tuple[str, ...] = ("data.dataset_name", "data.fingerprint")
 
 #: Keys older configs held that are no longer settings (dropped from their identities).
 RETIRED_KEYS: tuple[str, ...] = ("env.observation_dim", "env.action_dim")
+
+#: Settings with the value that every record written before them implied: one with that
+#: value is left out of the identity, so an older record compares equal to a new one.
+IMPLIED_SETTINGS: dict[str, Any] = {"algo.name": "sorl", "data.dataset": None}
+
+#: Config keys (and the keys below them) whose values reach a run only through other keys
+#: of its identity: the baselines' per-environment blocks, read through ``loss.*``.
+DERIVED_KEYS: tuple[str, ...] = ("env.fql", "env.iql", "env.rebrac")
+
+#: Command-line overrides that select what :data:`IMPLIED_SETTINGS` implies (left out of
+#: sweep dir names, so ``algo=sorl,fql`` reuses an earlier SORL sweep's dirs).
+_IMPLIED_OVERRIDES: dict[str, str] = {"algo": "sorl", "algo.name": "sorl"}
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -158,7 +180,8 @@ def is_bookkeeping(key: str) -> bool:
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:
     """Every setting that identifies a run, flat and sorted: ``{"a.b": value}``.
 
-    Bookkeeping keys, ``hydra.*`` and retired keys are removed; values are normalised to
+    Bookkeeping, retired and derived keys, ``hydra.*`` and settings at their implied value
+    (``algo.name: sorl``) are removed; values are normalised to
     their JSON form, so an identity read back from ``results.json`` or a checkpoint compares
     equal to a fresh one. An identity passed in again comes back unchanged.
 
@@ -175,12 +198,18 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
          'network.actor_cells': [32, 32], 'optim.lr': 0.0001, 'seed': 3}
         >>> run_identity(run_identity(config)) == run_identity(config)
         True
+        >>> run_identity({**config, "algo": {"name": "sorl"}}) == run_identity(config)
+        True
+        >>> run_identity({"algo": {"name": "fql"}, "env": {"fql": {"alpha": 300}}})
+        {'algo.name': 'fql'}
     """
     flat = flatten(config)
     kept = {
         key: value
         for key, value in flat.items()
-        if not is_bookkeeping(key) and not _covered(key, RETIRED_KEYS)
+        if not is_bookkeeping(key)
+        and not _covered(key, RETIRED_KEYS + DERIVED_KEYS)
+        and not (key in IMPLIED_SETTINGS and IMPLIED_SETTINGS[key] == value)
     }
     return json.loads(json.dumps(dict(sorted(kept.items())), default=str))
 
@@ -268,19 +297,29 @@ def run_dirname(overrides: Iterable[str]) -> str:
     """A sweep job's dir name: its command-line overrides that are not bookkeeping.
 
     Hydra's ``override_dirname`` format (sorted ``key=value`` joined by commas), with the
-    overrides of :data:`BOOKKEEPING_KEYS` (and of the keys below them) left out, so that two
-    commands that run the same run land in the same dir. Registered as the ``sorl.run_dirname``
-    resolver used by ``hydra.sweep.subdir`` in ``conf/train.yaml``.
+    overrides of :data:`BOOKKEEPING_KEYS` (and of the keys below them) and those selecting an
+    implied setting (``algo=sorl``) left out, so that two commands that run the same run land
+    in the same dir. Registered as the ``sorl.run_dirname`` resolver used by
+    ``hydra.sweep.subdir`` in ``conf/train.yaml``.
 
     Examples:
         >>> run_dirname(["seed=2", "threads=4", "logger.backend=wandb", "env.task=1",
-        ...              "launcher=local", "+experiment=paper"])
+        ...              "launcher=local", "+experiment=paper", "algo=sorl"])
         '+experiment=paper,env.task=1,seed=2'
+        >>> run_dirname(["algo=fql", "seed=2"])
+        'algo=fql,seed=2'
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return ",".join(sorted(o.input_line for o in parsed if not is_bookkeeping(o.key_or_group)))
+    return ",".join(
+        sorted(
+            o.input_line
+            for o in parsed
+            if not is_bookkeeping(o.key_or_group)
+            and _IMPLIED_OVERRIDES.get(o.key_or_group, object()) != o.value()
+        )
+    )
 
 
 def register_resolvers() -> None:

@@ -27,6 +27,7 @@ and the finished record.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -40,24 +41,20 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from torchrl.data.replay_buffers import PrioritizedSampler
-from torchrl.record.loggers import get_logger
+from torchrl.objectives.common import LossModule
 from tqdm import tqdm
 
-from sorl_torchrl import ShortcutLoss
 from sorl_torchrl._cli import hydra_command
 from sorl_torchrl._io import atomic_write_text
-from sorl_torchrl._validation import check_device
+from sorl_torchrl._threads import configure_threads
 from sorl_torchrl.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from sorl_torchrl.data import OGBenchExperienceReplay
-from sorl_torchrl.data.fingerprint import file_fingerprint
-from sorl_torchrl.envs import make_ogbench_env
+from sorl_torchrl.deploy.build import model_sizes
+from sorl_torchrl.recipes.algorithms import AlgorithmModules, build_algorithm
 from sorl_torchrl.recipes.common import (
     CHECKPOINT_NAME,
-    build_modules,
     check_resumable,
-    dataset_id,
     load_weights,
-    prepare_dataset,
 )
 from sorl_torchrl.recipes.config_checks import validate_config
 from sorl_torchrl.recipes.divergence import (
@@ -67,6 +64,7 @@ from sorl_torchrl.recipes.divergence import (
     divergence_fields,
     refuse_diverged,
 )
+from sorl_torchrl.recipes.loggers import log_group, make_logger
 from sorl_torchrl.recipes.run_record import (
     RunRecord,
     finished_results,
@@ -78,6 +76,8 @@ from sorl_torchrl.recipes.run_record import (
     with_dataset,
     writing,
 )
+from sorl_torchrl.recipes.runtime import resolve_runtime
+from sorl_torchrl.recipes.training_data import TrainingData, open_training_data
 from sorl_torchrl.scaling import (
     evaluate_scaling_grid,
     format_scaling_table,
@@ -89,38 +89,8 @@ log = logging.getLogger("sorl.train")
 register_resolvers()  # hydra.sweep.subdir names each sweep job with sorl.run_dirname
 
 
-def make_replay_buffers(
-    cfg: DictConfig, root: Path
-) -> tuple[OGBenchExperienceReplay, OGBenchExperienceReplay | None]:
-    """Training and (if validation is on) validation replay buffers, TED batches."""
-    device = None if cfg.device == "cpu" else cfg.device
-    train = OGBenchExperienceReplay(
-        dataset_id(cfg),
-        batch_size=cfg.batch_size,
-        root=root,
-        prefetch=cfg.data.prefetch,
-        device=device,
-    )
-    val = train.val_split(prefetch=None, device=device) if cfg.val_interval else None
-    return train, val
-
-
-def describe_dataset(buffer: OGBenchExperienceReplay) -> dict[str, Any]:
-    """What the run trains on: the dataset, its file, content hash, size and provenance."""
-    fingerprint = file_fingerprint(buffer.source_path)
-    return {
-        "name": buffer.spec.name,
-        "id": buffer.dataset_id,
-        "path": str(buffer.source_path.resolve()),
-        "fingerprint": fingerprint.token,
-        "size_bytes": fingerprint.size_bytes,
-        "transitions": len(buffer),
-        "provenance": buffer.provenance,
-    }
-
-
 def priority_writer(
-    buffer: OGBenchExperienceReplay, loss: ShortcutLoss
+    buffer: OGBenchExperienceReplay, loss: LossModule
 ) -> Callable[[TensorDictBase], None] | None:
     """What feeds the TD errors back to a prioritized sampler (``None`` for other samplers).
 
@@ -129,7 +99,12 @@ def priority_writer(
     """
     if not isinstance(buffer.sampler, PrioritizedSampler):
         return None
-    key = loss.tensor_keys.priority
+    key = getattr(loss.tensor_keys, "priority", None)
+    if key is None:
+        raise ValueError(
+            f"The sampler is prioritized but {type(loss).__name__} reports no TD errors: "
+            "use a uniform sampler with this algorithm."
+        )
     buffer.priority_key = key
 
     def write(batch: TensorDictBase) -> None:
@@ -143,38 +118,61 @@ def priority_writer(
     return write
 
 
-def evaluate(cfg: DictConfig, actor, critic, env, step: int, run_dir: Path) -> list[dict]:
-    """The (k, N) grid at ``step``: results file, plot and a Markdown table in the log."""
+def evaluate(
+    cfg: DictConfig, modules: AlgorithmModules, data: TrainingData, step: int, run_dir: Path
+) -> list[dict]:
+    """The (k, N) grid at ``step``: results file, plot and a Markdown table in the log.
+
+    Best-of-N with the algorithm's own critic (its ``q_agg``) for every ``(k, N)``, on
+    ``eval.num_envs`` envs stepped side by side. No rows when the dataset has no env. The
+    plot shows success rates; a grid of returns (an env without success) is tabulated only.
+    """
+    if data.env_factory is None:
+        return []
+    factory = data.env_factory
+    if data.description.get("prefix") == "ogbench":
+        factory = functools.partial(factory, parallel=cfg.eval.parallel)
     rows = evaluate_scaling_grid(
-        actor,
-        critic,
-        env,
+        modules.policy,
+        modules.critic,
+        factory,
         inference_steps=list(cfg.eval.inference_steps),
         num_candidates=list(cfg.eval.num_candidates),
         num_episodes=cfg.eval.num_episodes,
         seed=cfg.eval.seed,
-        q_agg=cfg.loss.q_agg,
+        q_agg=modules.q_agg,
         max_episode_steps=cfg.eval.max_episode_steps,
+        num_envs=cfg.eval.num_envs,
+        progress=cfg.progress,
     )
     for row in rows:
         row["step"] = step
     write_scaling_results(rows, run_dir / "eval", stem=f"scaling_step{step}")
-    plot_scaling(
-        rows, run_dir / "eval" / f"scaling_step{step}.png", title=f"{dataset_id(cfg)}, step {step}"
+    if data.metric == "success_rate":
+        plot_scaling(
+            rows, run_dir / "eval" / f"scaling_step{step}.png", title=f"{data.name}, step {step}"
+        )
+    log.info(
+        "%s at step %d, k rows x N columns:\n%s",
+        "Success (%)" if data.metric == "success_rate" else "Mean return",
+        step,
+        format_scaling_table(rows, data.metric),
     )
-    log.info("Success (%%) at step %d, k rows x N columns:\n%s", step, format_scaling_table(rows))
     return rows
 
 
 @torch.no_grad()
-def validation_losses(loss, val_buffer, num_batches: int) -> dict[str, float]:
-    """Mean loss terms over ``num_batches`` validation batches (RNG state restored after)."""
+def validation_losses(modules: AlgorithmModules, val_buffer, num_batches: int) -> dict[str, float]:
+    """Mean loss terms over ``num_batches`` validation batches (RNG state restored after).
+
+    The terms are the algorithm's :attr:`~AlgorithmModules.validation_keys`.
+    """
     totals: dict[str, float] = {}
     with torch.random.fork_rng(devices=[]):
         for _ in range(num_batches):
-            out = loss(val_buffer.sample())
-            for key in ("loss_actor", "loss_qvalue", "fm_loss", "sc_loss", "q_mean"):
-                totals[key] = totals.get(key, 0.0) + out[key].item() / num_batches
+            terms = modules.validation_terms(modules.loss(val_buffer.sample()))
+            for key, value in terms.items():
+                totals[key] = totals.get(key, 0.0) + value / num_batches
     return totals
 
 
@@ -223,16 +221,19 @@ def run(cfg: DictConfig) -> dict:
 def _train(cfg: DictConfig, record: RunRecord) -> dict:
     run_dir = record.run_dir
     wall_start = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    runtime = resolve_runtime(cfg)
+    device = runtime.device
+    configure_threads(cfg.threads, device)  # null: one per idle core (sorl_torchrl._threads)
     torch.set_float32_matmul_precision(cfg.matmul_precision)
-    device = check_device(cfg.device)
     torch.manual_seed(cfg.seed)
 
     # --- data, and which run this is
-    train_buffer, val_buffer = make_replay_buffers(cfg, prepare_dataset(cfg))
-    dataset = describe_dataset(train_buffer)
+    data = open_training_data(cfg, runtime)
+    train_buffer, val_buffer, dataset = data.train, data.val, data.description
     config = with_dataset(record.fields["config"], dataset["name"], dataset["fingerprint"])
+    if data.sizes is not None:  # read from the data: the checkpoint's config must say them
+        config["sizes"] = data.sizes
+        OmegaConf.update(cfg, "sizes", data.sizes, force_add=True)
     record.fields["config"] = config
     identity = run_identity(config)
     if cfg.resume == "auto":
@@ -245,6 +246,8 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
     state = None
     if resume_from_checkpoint(cfg, checkpoint_path):
         state = load_checkpoint(checkpoint_path, map_location=device)
+        if data.check_sizes is not None:  # before the identity check, whose diff hides sizes
+            data.check_sizes(*model_sizes(state["config"]), f"Checkpoint {checkpoint_path}")
         check_resumable(state, identity, cfg.num_updates, checkpoint_path)
     start = state["step"] if state else 0
     last_good = start if state else None  # the update checkpoint.pt holds
@@ -255,7 +258,7 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
     record.start(
         dataset_id=dataset["id"],
         env=cfg.env.name,
-        task=int(cfg.env.task),
+        task=None if cfg.env.task is None else int(cfg.env.task),
         seed=int(cfg.seed),
         num_updates=cfg.num_updates,
         run_key=identity,
@@ -265,13 +268,14 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
         segments=segments,
         git=git_revision(),
         versions=versions(),
+        runtime=runtime.as_record(),
     )
     with writing(run_dir / "config.yaml", "resolved config"):
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     # --- modules
-    actor, critic, loss, update = build_modules(cfg)
-    env = make_ogbench_env(dataset_id(cfg), success_timing=cfg.env.success_timing, device=device)
+    modules = build_algorithm(cfg, runtime)
+    loss, update = modules.loss, modules.update
     if state is not None:
         load_weights(loss, state, checkpoint_path)
         update.load_state_dict(state["optimizers"])
@@ -280,12 +284,9 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
         log.info("Resumed %s at update %d.", run_dir, start)
     write_priorities = priority_writer(train_buffer, loss)
 
-    logger = get_logger(
-        cfg.logger.backend,
-        logger_name=str(run_dir / "logs"),
-        experiment_name=dataset_id(cfg),
-        **({"project": cfg.logger.project} if cfg.logger.backend == "wandb" else {}),
-    )
+    # Rows an interrupted run logged past the checkpoint are dropped (CSV) or hidden
+    # (TensorBoard); a new run starts its tables afresh (sorl_torchrl.recipes.loggers).
+    logger = make_logger(cfg.logger, run_dir, data.name, resume_step=start if state else None)
 
     def until(step: int) -> list[dict]:
         return segments[:-1] + [{**segments[-1], "to_update": step}]
@@ -332,6 +333,11 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
         )
         record.note(divergence=fields, error=f"{what} Trained on (on_divergence=continue).")
 
+    # --- compile every graph of the update before the loop, timed on its own
+    compile_seconds = precompile_update(update, train_buffer, cfg.batch_size, cfg.progress)
+    segments[-1]["compile_time_s"] = compile_seconds
+    record.note(compile_time_s=compile_seconds)
+
     # --- the loop
     bar = tqdm(
         range(start, cfg.num_updates),
@@ -360,32 +366,32 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
             rate = (done - tick_step) / (time.perf_counter() - tick)
             tick, tick_step = time.perf_counter(), done
             train_metrics = {key: value.item() for key, value in info.items()}
-            for key, value in train_metrics.items():
-                logger.log_scalar(f"train/{key}", value, step=done)
-            logger.log_scalar("train/updates_per_second", rate, step=done)
+            log_group(logger, "train", {**train_metrics, "updates_per_second": rate}, done)
             bar.set_postfix(loss_actor=f"{info['loss_actor'].item():.3f}", ups=f"{rate:.1f}")
         if val_buffer is not None and done % cfg.val_interval == 0:
-            val_metrics = validation_losses(loss, val_buffer, cfg.val_batches)
-            for key, value in val_metrics.items():
-                logger.log_scalar(f"val/{key}", value, step=done)
+            val_metrics = validation_losses(modules, val_buffer, cfg.val_batches)
+            log_group(logger, "val", val_metrics, done)
         if eval_now:
-            for row in evaluate(cfg, actor, critic, env, done, run_dir):
-                tag = f"eval/success_k{row['inference_steps']}_n{row['num_candidates']}"
-                logger.log_scalar(tag, row["success_rate"], step=done)
+            grid = evaluate(cfg, modules, data, done, run_dir)
+            log_group(logger, "eval", grid_metrics(grid, data.metric), done)
         if save_now and diverged is None:
             save(done)
     bar.close()
     trained = cfg.num_updates - start
-    updates_per_second = trained / (time.perf_counter() - train_start) if trained else None
+    train_seconds = time.perf_counter() - train_start
+    updates_per_second = trained / train_seconds if trained else None
     watch()
     if diverged is None:
         save(cfg.num_updates)
 
     # --- final evaluation over (k, N)
-    rows = evaluate(cfg, actor, critic, env, cfg.num_updates, run_dir)
-    env.close()
-    plot_scaling(rows, run_dir / "scaling.png", title=dataset_id(cfg))
-    best = max(rows, key=lambda r: r["success_rate"])
+    rows = evaluate(cfg, modules, data, cfg.num_updates, run_dir)
+    log_group(logger, "eval", grid_metrics(rows, data.metric), cfg.num_updates)
+    logger.close()
+    if rows and data.metric == "success_rate":
+        plot_scaling(rows, run_dir / "scaling.png", title=data.name)
+    best = max(rows, key=lambda r: r[data.metric]) if rows else None
+    keys = ("inference_steps", "num_candidates", data.metric)
     results = record.finish(
         segments=until(cfg.num_updates),
         grid=rows,
@@ -393,20 +399,65 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
         final_metrics={
             "train": train_metrics,
             "val": val_metrics,
-            "best": {k: best[k] for k in ("inference_steps", "num_candidates", "success_rate")},
+            "best": None if best is None else {k: best[k] for k in keys},
         },
         wall_time_s=wall_before + time.perf_counter() - wall_start,
         updates_per_second=updates_per_second,
+        train_time_s=train_seconds,
+        compile_time_s=compile_seconds,
         torch_threads=torch.get_num_threads(),
         compiled=getattr(update, "is_compiled", None),
         compile_mode=update.compile_mode,
     )
-    print(f"\nSuccess (%) on {dataset_id(cfg)} after {cfg.num_updates} updates:")
-    print(format_scaling_table(rows))
+    what = "Success (%)" if data.metric == "success_rate" else "Mean return"
+    if rows:
+        print(f"\n{what} on {data.name} after {cfg.num_updates} updates:")
+        print(format_scaling_table(rows, data.metric))
+    else:
+        print(f"\nNo evaluation: {data.name} names no environment to evaluate in.")
     print(f"Results: {record.path}  Plot: {run_dir / 'scaling.png'}")
     if diverged is not None:
         print(f"Diverged: {describe_divergence(diverged)} This grid is of weights trained past it.")
     return results
+
+
+def precompile_update(
+    update: Any, buffer: OGBenchExperienceReplay, batch_size: int, progress: bool
+) -> float:
+    """Compile every graph of a compiled update step now, saying so; returns the seconds.
+
+    The batch is the buffer's first ``batch_size`` rows (read by index: the sampler's random
+    stream is untouched), so the graphs have the shapes and device of training.
+    """
+    if update.compile_mode is None:
+        return 0.0
+    choices = getattr(update.loss, "bptt_step_choices", None)  # SORL's step counts k
+    what = "" if choices is None else f" for k={','.join(map(str, choices))}"
+    log.info(
+        "Compiling the update%s (torch.compile mode %r: every loss, forward and backward, one "
+        "graph per step count k it draws). The first run on a machine takes minutes on a CPU; "
+        "later runs reuse inductor's on-disk cache. compile=false skips it.",
+        what,
+        update.compile_mode,
+    )
+    batch = buffer[torch.arange(batch_size) % len(buffer)]
+    total = None if choices is None else len(choices)
+    with tqdm(total=total, desc="compiling", unit="k", disable=not progress) as bar:
+
+        def compiled(k: int) -> None:
+            bar.set_postfix(k=k)
+            bar.update()
+
+        seconds = update.precompile(batch, progress=compiled)
+    state = "compiled" if update.is_compiled else f"fell back to eager ({update.compile_failures})"
+    log.info("The update %s in %.1f s.", state, seconds)
+    return seconds
+
+
+def grid_metrics(rows: list[dict], metric: str = "success_rate") -> dict[str, float]:
+    """``{"success_k<k>_n<N>": rate}`` (or ``return_k<k>_n<N>``) of a grid, for ``log_group``."""
+    name = "success" if metric == "success_rate" else "return"
+    return {f"{name}_k{r['inference_steps']}_n{r['num_candidates']}": r[metric] for r in rows}
 
 
 def earlier_segments(state: dict[str, Any] | None) -> list[dict[str, Any]]:

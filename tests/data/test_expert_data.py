@@ -1,4 +1,4 @@
-"""Expert-data datasets (antmaze, humanoidmaze, antsoccer): load only.
+"""Expert-data datasets (antmaze, humanoidmaze, antsoccer): download only.
 
 The official files cannot be made here (they need trained experts), so the tests write
 tiny files in the official format by rolling out random actions in the OGBench env the
@@ -14,7 +14,7 @@ import gymnasium
 import numpy as np
 import ogbench
 import pytest
-from data_helpers import assert_ted_matches_ogbench
+from data_helpers import assert_ted_matches_ogbench, write_official_format
 
 from sorl_torchrl.data import (
     DATASETS,
@@ -25,67 +25,13 @@ from sorl_torchrl.data import (
     verify_dataset_file,
 )
 from sorl_torchrl.data.cli import main
-from sorl_torchrl.data.specs import EXPERT_FAMILIES, DatasetSpec
+from sorl_torchrl.data.specs import EXPERT_FAMILIES
 
 TINY = {  # dataset: (train episodes, rows per episode)
     "antmaze-large-navigate-v0": (3, 40),
     "humanoidmaze-medium-navigate-v0": (2, 30),
     "antsoccer-arena-navigate-v0": (3, 40),
 }
-
-
-def _rollout(env: gymnasium.Env, spec: DatasetSpec, index: int, length: int) -> dict:
-    """One episode of random actions, recorded as OGBench's collection script does.
-
-    Odd episodes start on the default task's goal (agent, or ball for antsoccer), so the
-    relabelled data holds successes as well as failures.
-    """
-    np.random.seed(index)  # maze start noise
-    env.action_space.seed(index)
-    ob, _ = env.reset(seed=index, options=dict(task_id=spec.default_task))
-    unwrapped = env.unwrapped
-    if index % 2 == 1:
-        goal = np.asarray(unwrapped.ij_to_xy(unwrapped.cur_task_info["goal_ij"]))  # noise-free
-        if spec.family == "antsoccer":
-            unwrapped.set_agent_ball_xy(goal + 1.0, goal)
-        else:
-            unwrapped.set_xy(goal)
-        ob = unwrapped.get_ob()
-    rows: dict[str, list] = {
-        k: [] for k in ("observations", "actions", "terminals", "qpos", "qvel")
-    }
-    for _ in range(length):
-        action = env.action_space.sample()
-        next_ob, _, terminated, truncated, info = env.step(action)
-        rows["observations"].append(ob)
-        rows["actions"].append(action)
-        rows["terminals"].append(terminated or truncated)
-        rows["qpos"].append(info["prev_qpos"])
-        rows["qvel"].append(info["prev_qvel"])
-        ob = next_ob
-    return rows
-
-
-def write_official_format(spec: DatasetSpec, root: Path, episodes: int, length: int) -> None:
-    """Write ``<name>.npz`` (``episodes``) and ``<name>-val.npz`` (one episode) to ``root``."""
-    env = gymnasium.make(spec.env_name, terminate_at_goal=False, max_episode_steps=length)
-    for path, indices in [
-        (root / f"{spec.name}.npz", range(episodes)),
-        (root / f"{spec.name}-val.npz", range(episodes, episodes + 1)),
-    ]:
-        columns: dict[str, list] = {}
-        for index in indices:
-            for key, values in _rollout(env, spec, index, length).items():
-                columns.setdefault(key, []).extend(values)
-        np.savez_compressed(
-            path,
-            observations=np.asarray(columns["observations"], dtype=np.float32),
-            actions=np.asarray(columns["actions"], dtype=np.float32),
-            terminals=np.asarray(columns["terminals"], dtype=bool),
-            qpos=np.asarray(columns["qpos"], dtype=np.float32),
-            qvel=np.asarray(columns["qvel"], dtype=np.float32),
-        )
-    env.close()
 
 
 @pytest.fixture(scope="module")
@@ -179,35 +125,35 @@ def test_verify_catches_wrong_shapes(expert_files, tmp_path):
     assert not report.ok and any("observations" in e for e in report.errors)
 
 
-def test_generation_is_refused_with_instructions(tmp_path, capsys):
+def test_generation_is_refused_with_the_download_command(tmp_path, capsys):
     with pytest.raises(ValueError, match="needs a trained expert") as error:
         generate_dataset("antmaze-large-navigate-v0", out_dir=tmp_path)
-    assert f"antmaze-large-navigate-v0-val.npz into {tmp_path}" in str(error.value)
+    assert f"sorl-data download antmaze-large-navigate-v0 --out-dir {tmp_path}" in str(error.value)
     assert main(["generate", "humanoidmaze-giant-navigate-v0", "--out-dir", str(tmp_path)]) == 2
-    assert "copy the official OGBench files" in capsys.readouterr().err
+    assert "Download the official files instead: sorl-data download" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 
 def test_listing(capsys):
     assert "antsoccer-arena-navigate-v0" in list_datasets(load_only=True)
     assert "antsoccer-arena-navigate-v0" not in list_datasets()
-    assert main(["list", "--load-only"]) == 0
+    assert main(["list", "--download-only"]) == 0
     listed = capsys.readouterr().out.split()
     assert "humanoidmaze-giant-navigate-v0" in listed and "cube-single-play-v0" not in listed
+    assert "generate," not in listed  # none of them can be generated
 
 
-def test_missing_files_say_what_to_copy(expert_files, tmp_path):
+def test_missing_files_say_what_to_download(expert_files, tmp_path):
     with pytest.raises(FileNotFoundError) as error:
         OGBenchExperienceReplay("antmaze-medium-navigate-singletask-v0", root=tmp_path)
     message = str(error.value)
-    assert "copy the official OGBench files antmaze-medium-navigate-v0.npz" in message
+    assert f"sorl-data download antmaze-medium-navigate-v0 --out-dir {tmp_path}" in message
     assert "sorl-data generate" not in message
     (tmp_path / "antsoccer-arena-navigate-v0.npz").write_bytes(
         (expert_files / "antsoccer-arena-navigate-v0.npz").read_bytes()
     )
-    with pytest.raises(
-        FileNotFoundError, match="copy the official antsoccer-arena-navigate-v0-val"
-    ):
+    with pytest.raises(FileNotFoundError, match="validation file .* is missing") as error:
         OGBenchExperienceReplay(
             "antsoccer-arena-navigate-singletask-v0", root=tmp_path, split="val"
         )
+    assert "sorl-data download antsoccer-arena-navigate-v0" in str(error.value)

@@ -15,7 +15,9 @@ import ogbench
 import pytest
 
 from sorl_torchrl.data import generate_dataset
-from sorl_torchrl.data.provenance import provenance_path, sha256_of
+from sorl_torchrl.data.cli import main
+from sorl_torchrl.data.provenance import REGENERATED_DIR_ENV, provenance_path, sha256_of
+from sorl_torchrl.data.specs import DATASETS
 
 # Cube-single exercises the oracles' global RNG, the env RNG and our own Generator.
 SMALL = dict(num_episodes=6, num_val_episodes=1, episode_length=40)
@@ -99,7 +101,7 @@ def test_provenance_record(reference_run):
     for name, split, episodes in [(NAME, "train", 6), (f"{NAME}-val", "val", 1)]:
         path = reference_run / f"{name}.npz"
         record = json.loads(provenance_path(path).read_text())
-        assert record["official"] is False
+        assert record["source"] == "regenerated" and record["official"] is False
         assert record["generator"] == "sorl-torchrl"
         assert record["split"] == split and record["seed"] == 0
         assert record["counts"] == {
@@ -123,3 +125,28 @@ def test_unknown_or_load_only_dataset(tmp_path, name, match):
     with pytest.raises(ValueError, match=match):
         generate_dataset(name, out_dir=tmp_path, num_episodes=1, progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_regenerated_data_has_its_own_dir_and_never_goes_into_ogbenchs(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv(REGENERATED_DIR_ENV, raising=False)
+    small = dict(num_episodes=1, num_val_episodes=1, episode_length=10, progress=False)
+    result = generate_dataset("pointmaze-medium-navigate-v0", **small)
+    assert result.train_path.parent == tmp_path / ".sorl_torchrl" / "regenerated"
+    official = tmp_path / ".ogbench" / "data"
+    with pytest.raises(ValueError, match="is OGBench's own dataset dir") as error:
+        generate_dataset("pointmaze-medium-navigate-v0", out_dir=official, **small)
+    assert "sorl-data download pointmaze-medium-navigate-v0" in str(error.value)
+    assert not official.exists()
+    monkeypatch.setenv(REGENERATED_DIR_ENV, str(tmp_path / "mine"))
+    result = generate_dataset("pointmaze-medium-navigate-v0", **small)
+    assert result.train_path == tmp_path / "mine" / "pointmaze-medium-navigate-v0.npz"
+
+
+def test_list_says_how_every_dataset_is_obtained(capsys):
+    assert main(["list"]) == 0
+    rows = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert sorted(rows) == sorted(DATASETS)
+    expert = ("antmaze-", "humanoidmaze-", "antsoccer-")
+    for name, how in rows.items():
+        assert how == ("download" if name.startswith(expert) else "generate, download"), name

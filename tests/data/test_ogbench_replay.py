@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -102,8 +103,26 @@ def test_storage_is_memory_mapped_and_cached(tiny_datasets, tmp_path):
 
 def test_provenance_marks_regenerated_data(tiny_datasets):
     data = OGBenchExperienceReplay("cube-single-play-singletask-v0", root=tiny_datasets)
+    assert data.provenance["source"] == "regenerated"
     assert data.provenance["official"] is False
     assert data.provenance["seed"] == 0
+
+
+def test_the_cached_copy_carries_the_provenance_and_is_rebuilt_when_it_changes(
+    tiny_datasets, tmp_path
+):
+    for suffix in (".npz", "-val.npz", ".provenance.json"):
+        shutil.copy(tiny_datasets / f"cube-single-play-v0{suffix}", tmp_path)
+    first = OGBenchExperienceReplay("cube-single-play-singletask-v0", root=tmp_path)
+    identity = first.data_path.with_name(first.data_path.name + ".source.json")
+    cached = json.loads(identity.read_text())["provenance"]
+    assert cached == first.provenance and cached["source"] == "regenerated"
+    # The same bytes, but no record any more: of unknown origin, and the copy is rebuilt.
+    (tmp_path / "cube-single-play-v0.provenance.json").unlink()
+    again = OGBenchExperienceReplay("cube-single-play-singletask-v0", root=tmp_path)
+    assert again.provenance == {"source": "unknown"}
+    assert json.loads(identity.read_text())["provenance"] == {"source": "unknown"}
+    torch.testing.assert_close(again[:]["observation"], first[:]["observation"])
 
 
 @pytest.mark.parametrize(

@@ -109,7 +109,7 @@ def test_load_policy_imports_neither_hydra_nor_the_recipes(trained):
     [
         ({"inference_steps": 3}, "power of two"),
         ({"num_candidates": 0}, "num_candidates must be"),
-        ({"device": "gpu"}, "device must be a torch device"),
+        ({"device": "gpu"}, "device must be .auto. or a torch device"),
         ({"device": "cuda:7"}, "cuda:7"),
         ({"compile": "fastest"}, "compile must be True, False or a torch.compile mode"),
     ],
@@ -122,9 +122,9 @@ def test_bad_arguments_are_clear_errors(trained, kwargs, message):
 
 
 def test_a_checkpoint_of_another_algorithm_is_refused(tmp_path):
-    write_checkpoint(tmp_path / "fql.pt", run_config(algo="fql"))
-    with pytest.raises(CheckpointError, match="algo='fql'.*loads sorl policies"):
-        load_policy(tmp_path / "fql.pt")
+    write_checkpoint(tmp_path / "idql.pt", run_config(algo="idql"))
+    with pytest.raises(CheckpointError, match="algo='idql'.*loads bc, fql, iql, rebrac, sorl"):
+        load_policy(tmp_path / "idql.pt")
 
 
 def test_weights_of_other_networks_are_named(tmp_path, trained):

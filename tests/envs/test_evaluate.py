@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+import torch
 from torchrl.envs.utils import RandomPolicy
 
+from sorl_torchrl._validation import SettingError
 from sorl_torchrl.envs import CubeOraclePolicy, evaluate_policy, make_ogbench_env
 
 ENV_ID = "cube-single-play-singletask-v0"
+THREADS = torch.get_num_threads()
 
 
 def test_oracle_reaches_high_success_rate():
@@ -52,3 +57,116 @@ def test_env_id_string_builds_its_own_env():
         max_episode_steps=10,
     )
     assert result.episode_lengths == [10] and result.success_rate == 0.0
+
+
+# ------------------------------------------------------------------- seeds and num_envs
+
+MAZE = "pointmaze-medium-navigate-singletask-task1-v0"  # start (0, 0), goal (20, 20)
+
+
+def _greedy(goal):
+    """Deterministic: full speed towards the goal (pointmaze observations are x, y)."""
+    return lambda td: td.set("action", ((goal - td["observation"]) * 2).clamp(-1, 1))
+
+
+def _maze_goal():
+    env = make_ogbench_env(MAZE)
+    env.reset(seed=0)
+    goal = torch.tensor(env._env.unwrapped.cur_goal_xy, dtype=torch.float32)
+    env.close()
+    return goal
+
+
+def _by_hand(policy, seed, num_episodes, horizon):
+    """Episode i on a fresh env: set_seed(seed + i), reset, then step until done.
+
+    Returns each episode's length and success.
+    """
+    lengths, successes = [], []
+    for i in range(num_episodes):
+        env = make_ogbench_env(MAZE)
+        env.set_seed(seed + i)
+        td, length, success = env.reset(), 0, False
+        while length < horizon and not success:
+            td = env.step(policy(td))["next"]
+            length += 1
+            success = bool(td["success"].item())
+            if td["done"].item():
+                break
+        lengths.append(length)
+        successes.append(success)
+        env.close()
+    return lengths, successes
+
+
+def test_episode_i_gets_seed_plus_i_whatever_num_envs():
+    # The greedy policy reaches the goal in 121-128 steps depending on the start noise (drawn
+    # from numpy's global RNG at reset), so a 123-step cap gives mixed successes.
+    policy, seed, episodes, horizon = _greedy(_maze_goal()), 11, 6, 123
+    lengths, successes = _by_hand(policy, seed, episodes, horizon)
+    assert len(set(lengths)) > 1 and len(set(successes)) == 2  # a test that can fail
+    results = {
+        (num_envs, parallel): evaluate_policy(
+            policy,
+            MAZE,
+            num_envs=num_envs,
+            parallel=parallel,
+            num_episodes=episodes,
+            seed=seed,
+            max_episode_steps=horizon,
+        )
+        for num_envs, parallel in [(1, False), (4, False), (2, True)]
+    }
+    for result in results.values():
+        assert result.episode_lengths == lengths
+        assert result.successes == successes
+
+
+def test_evaluation_leaves_numpy_global_rng_alone():
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    evaluate_policy(_greedy(_maze_goal()), MAZE, num_episodes=2, num_envs=2, max_episode_steps=5)
+    assert (np.random.get_state()[1] == before).all()
+
+
+def test_a_factory_is_built_with_num_envs_closed_after_and_threads_restored():
+    built = []
+
+    def factory(num_envs):
+        built.append(make_ogbench_env(MAZE, num_envs=num_envs, parallel=True))
+        return built[-1]
+
+    torch.set_num_threads(1)  # a ParallelEnv would leave 1 + its workers (capped by the cores)
+    try:
+        result = evaluate_policy(
+            _greedy(_maze_goal()), factory, num_envs=2, num_episodes=3, max_episode_steps=4
+        )
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(THREADS)
+    assert len(built) == 1 and built[0].batch_size == (2,) and built[0].is_closed
+    assert result.episode_lengths == [4, 4, 4]
+    assert result.env_steps == 2 * 2 * 4  # two rounds of two envs
+
+
+def test_a_given_env_is_left_open():
+    env = make_ogbench_env(MAZE, num_envs=2)
+    evaluate_policy(_greedy(_maze_goal()), env, num_episodes=2, max_episode_steps=3)
+    assert not env.is_closed
+    env.close()
+
+
+def test_bad_num_envs_and_factories_are_named():
+    env = make_ogbench_env(MAZE)
+    policy = _greedy(_maze_goal())
+    with pytest.raises(ValueError, match=r"num_envs=3, but the env given has batch size \(\)"):
+        evaluate_policy(policy, env, num_envs=3, max_episode_steps=2)
+    env.close()
+    with pytest.raises(SettingError, match="num_envs must be None or an integer >= 1 .*got 0"):
+        evaluate_policy(policy, MAZE, num_envs=0, max_episode_steps=2)
+    with pytest.raises(ValueError, match="must honour its num_envs argument"):
+        evaluate_policy(policy, lambda num_envs: make_ogbench_env(MAZE), num_envs=2)
+    with pytest.raises(SettingError, match="num_episodes must be an integer >= 1, got 0"):
+        evaluate_policy(policy, MAZE, num_episodes=0)
+    with pytest.raises(TypeError, match="env must be a TorchRL env or a factory"):
+        evaluate_policy(policy, 3)

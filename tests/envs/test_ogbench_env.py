@@ -113,3 +113,34 @@ def test_bad_env_ids(env_id, match):
 def test_bad_success_timing():
     with pytest.raises(ValueError, match="success_timing"):
         make_ogbench_env("cube-single-singletask-v0", success_timing="later")
+
+
+def test_success_timing_defaults_to_post_and_is_carried_by_the_env():
+    env = make_ogbench_env("cube-single-singletask-task1-v0")
+    assert env.success_timing == "post"
+    assert env._env.unwrapped._success_timing == "post"  # what OGBench itself uses
+    env.close()
+    batched = make_ogbench_env("pointmaze-medium-navigate-singletask-v0", num_envs=2)
+    assert batched.success_timing == "post"
+    pre = make_ogbench_env("pointmaze-medium-navigate-singletask-v0", success_timing="pre")
+    assert pre.success_timing == "pre" and pre._env.unwrapped._success_timing == "pre"
+    pre.close()
+
+
+def test_envs_in_one_process_draw_their_own_start_noise():
+    # OGBench's maze start noise comes from numpy's global RNG: two envs of one process,
+    # seeded one after the other, must each start as a lone env with its seed does.
+    def lone_start(seed):
+        env = make_ogbench_env("pointmaze-medium-navigate-singletask-v0")
+        env.reset(seed=seed)
+        obs = env.reset()["observation"]
+        env.close()
+        return obs
+
+    a = make_ogbench_env("pointmaze-medium-navigate-singletask-v0")
+    b = make_ogbench_env("pointmaze-medium-navigate-singletask-v0")
+    a.reset(seed=1)
+    b.reset(seed=2)
+    torch.testing.assert_close(a.reset()["observation"], lone_start(1), rtol=0, atol=0)
+    torch.testing.assert_close(b.reset()["observation"], lone_start(2), rtol=0, atol=0)
+    assert not torch.equal(lone_start(1), lone_start(2))

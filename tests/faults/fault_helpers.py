@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import signal
@@ -181,19 +182,19 @@ def kill_when(
 
 
 class NaNAt:
-    """Wraps a recipe's ``build_modules``: one actor weight turns NaN before update ``update``.
+    """Wraps a recipe's ``build_algorithm``: one actor weight turns NaN before update ``update``.
 
-    ``monkeypatch.setattr(train_module, "build_modules", NaNAt(build_modules, 13))``; the
+    ``monkeypatch.setattr(train_module, "build_algorithm", NaNAt(build_algorithm, 13))``; the
     update is counted from the start of this process's run.
     """
 
     def __init__(self, build: Callable, update: int) -> None:
         self.build, self.update = build, update
 
-    def __call__(self, cfg):
-        actor, critic, loss, update = self.build(cfg)
-        weight = next(iter(loss.actor_network_params.values(True, True)))
-        return actor, critic, loss, _Poisoned(update, weight, self.update)
+    def __call__(self, cfg, runtime=None):
+        modules = self.build(cfg, runtime)
+        weight = next(iter(modules.loss.actor_network_params.values(True, True)))
+        return dataclasses.replace(modules, update=_Poisoned(modules.update, weight, self.update))
 
 
 class _Poisoned:

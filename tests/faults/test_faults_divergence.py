@@ -80,7 +80,7 @@ def test_a_nan_mid_run_stops_it_as_diverged_and_keeps_the_last_good_checkpoint(
     cube, tmp_path, monkeypatch
 ):
     run_dir = tmp_path / "run"
-    monkeypatch.setattr(train_module, "build_modules", NaNAt(train_module.build_modules, 13))
+    monkeypatch.setattr(train_module, "build_algorithm", NaNAt(train_module.build_algorithm, 13))
     with pytest.raises(DivergenceError) as error:
         run(compose_train(_overrides(cube, run_dir)))
     message = str(error.value)
@@ -111,7 +111,7 @@ def test_a_nan_mid_run_stops_it_as_diverged_and_keeps_the_last_good_checkpoint(
 
 def test_on_divergence_continue_trains_on_and_still_records_diverged(cube, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
-    monkeypatch.setattr(train_module, "build_modules", NaNAt(train_module.build_modules, 13))
+    monkeypatch.setattr(train_module, "build_algorithm", NaNAt(train_module.build_algorithm, 13))
     result = run(compose_train(_overrides(cube, run_dir, "on_divergence=continue")))
     assert result["status"] == "diverged" and result["divergence"]["update"] == 13
     assert len(result["grid"]) == 4 and result["segments"][-1]["to_update"] == 40
@@ -136,7 +136,9 @@ def test_huge_observations_that_verify_passes_end_as_diverged_with_a_failing_exi
     assert report.ok and any("reaches 1e+30" in w for w in report.warnings)
 
     run_dir = tmp_path / "run"
-    done = run_train_command(*_overrides(root, run_dir), f"hydra.run.dir={run_dir}")
+    # a hand-edited file has no provenance record: accepted only as official data
+    overrides = (*_overrides(root, run_dir), "data.source=official")
+    done = run_train_command(*overrides, f"hydra.run.dir={run_dir}")
     assert done.returncode != 0
     assert "Training diverged" in done.stderr and "No checkpoint was written" in done.stderr
     record = json.loads((run_dir / "results.json").read_text())

@@ -344,6 +344,7 @@ def test_main_writes_files_matching_hand_computation(tmp_path, capsys):
     env_csv = read_csv(out_dir / "results_env.csv")
     assert list(env_csv[0]) == [
         "env",
+        "algo",
         "variant",
         "k",
         "N",

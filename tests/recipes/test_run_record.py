@@ -46,6 +46,8 @@ CONFIG = {
         "workers": 2,
         "prefetch": None,
         "generate_if_missing": True,
+        "source": "regenerated",
+        "download_if_missing": False,
         "num_episodes": 200,
         "dataset_name": "cube-single-play-v0",
         "fingerprint": "sha256:aa",
@@ -140,6 +142,8 @@ BOOKKEEPING_OVERRIDES = [
     "data.root=/elsewhere",
     "data.workers=1",
     "data.generate_if_missing=true",
+    "data.source=official",
+    "data.download_if_missing=true",
     "launcher=local",
     "on_divergence=continue",
 ]
@@ -306,3 +310,20 @@ def test_a_diverged_run_is_not_rerun_with_its_settings(tmp_path):
     _diverged(early, CONFIG, {**DIVERGED, "last_good_checkpoint": None, "last_good_update": None})
     with pytest.raises(FileExistsError, match=r"No checkpoint was written before it\. .*remove"):
         refuse_diverged(early, run_identity(CONFIG))
+
+
+def test_an_old_sorl_record_is_the_same_run_as_one_with_algo_sorl():
+    from sorl_torchrl.recipes.algorithms import ENV_BLOCKS
+    from sorl_torchrl.recipes.run_record import DERIVED_KEYS, resume_differences, run_identity
+
+    old = {"seed": 1, "env": {"name": "scene-play", "task": 2, "q_loss_coef": 100}}
+    new = {
+        **old,
+        "algo": {"name": "sorl"},
+        "env": {**old["env"], "fql": {"alpha": 300}, "iql": {"alpha": 10}},
+    }
+    assert run_identity(old) == run_identity(new)
+    assert resume_differences(run_identity(old), new) == []
+    fql = {**new, "algo": {"name": "fql"}}
+    assert resume_differences(run_identity(new), fql) == ["algo.name: stored None, now 'fql'"]
+    assert DERIVED_KEYS == tuple(f"env.{name}" for name in ENV_BLOCKS)

@@ -83,7 +83,7 @@ def test_local_multirun_relaunch_skips_finished_and_resumes_interrupted(tiny_cub
     report = (out / "results.md").read_text()
     assert "(4/4)" in report
     rows = (out / "results_env.csv").read_text().splitlines()
-    assert len(rows) == 2 and rows[1].startswith("cube-single-play,-,1,1,")
+    assert len(rows) == 2 and rows[1].startswith("cube-single-play,sorl,-,1,1,")
     assert (out / "scaling_cube-single-play.png").is_file()
 
 

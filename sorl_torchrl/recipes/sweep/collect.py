@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sorl_torchrl.deploy.load import algorithm_of
 from sorl_torchrl.recipes.run_record import (
     FAILED_NAME,
     RESULTS_NAME,
@@ -57,6 +58,8 @@ class SweepRun:
         wall_time_s: training wall time, if recorded.
         updates_per_second: training speed, if recorded.
         error: why the run failed (or why a file of it could not be read).
+        algo: the algorithm it trains (``config.algo.name``; ``"sorl"`` for a run whose
+            config does not say, as every run before the recipe trained other algorithms).
     """
 
     run_dir: Path
@@ -71,6 +74,7 @@ class SweepRun:
     wall_time_s: float | None = None
     updates_per_second: float | None = None
     error: str | None = None
+    algo: str = "sorl"
 
 
 def is_run_dir(path: Path) -> bool:
@@ -114,8 +118,8 @@ def read_run(run_dir: str | os.PathLike) -> SweepRun:
         >>> _ = (run_dir / "results.json").write_text(json.dumps({"status": "diverged",
         ...     "error": "non-finite loss at step 30", "env": "scene-play", "task": 2, "seed": 1}))
         >>> run = read_run(run_dir)
-        >>> run.status, run.error, (run.env, run.task, run.seed)
-        ('failed', 'non-finite loss at step 30', ('scene-play', 2, 1))
+        >>> run.status, run.error, (run.env, run.task, run.seed), run.algo
+        ('failed', 'non-finite loss at step 30', ('scene-play', 2, 1), 'sorl')
     """
     run_dir = Path(run_dir)
     try:
@@ -143,6 +147,7 @@ def read_run(run_dir: str | os.PathLike) -> SweepRun:
         error = config_error
     env, task, seed = _env_task_seed(config, record, run_dir.name)
     finished = status == "finished"
+    identity = record_identity({**record, "config": config})
     return SweepRun(
         run_dir=run_dir,
         env=env,
@@ -150,12 +155,13 @@ def read_run(run_dir: str | os.PathLike) -> SweepRun:
         seed=seed,
         status=status,
         config=config,
-        identity=record_identity({**record, "config": config}),
+        identity=identity,
         grid=grid,
         episodes=episodes,
         wall_time_s=_as_float(record.get("wall_time_s")) if finished else None,
         updates_per_second=_as_float(record.get("updates_per_second")) if finished else None,
         error=error,
+        algo=algorithm_of(config) if "algo" in config else str(identity.get("algo.name", "sorl")),
     )
 
 

@@ -1,5 +1,10 @@
 """A sweep's report: Markdown tables, CSV files and one test-time-scaling plot per variant.
 
+Every table has the algorithm as a column (``algo``; runs of different algorithms are never
+averaged together), and a sweep of several algorithms gets a table per ``(k, N)`` that puts
+them side by side for each environment, with their run counts. An algorithm without
+inference steps shows its ``(1, N)`` in a ``(k, N)`` column (marked ``at k=1``).
+
 The tables' cells and the (k, N) grids are formatted, and the plots drawn, by
 :mod:`sorl_torchrl.scaling`, the same code that formats and draws a single run's grid. A
 plot shades each point's uncertainty: ± std over seeds where a cell averages several seeds,
@@ -20,7 +25,13 @@ from typing import Any
 
 from sorl_torchrl._io import atomic_write_text
 from sorl_torchrl.recipes.sweep.collect import Cell, SweepRun, relative_dir
-from sorl_torchrl.recipes.sweep.stats import ENV_FIELDS, TASK_FIELDS, aggregate
+from sorl_torchrl.recipes.sweep.stats import (
+    ENV_FIELDS,
+    TASK_FIELDS,
+    aggregate,
+    evaluated_cell,
+    names_algorithms,
+)
 from sorl_torchrl.recipes.sweep.variants import NO_VARIANT, variant_labels
 from sorl_torchrl.scaling import (
     format_scaling_table,
@@ -33,6 +44,7 @@ from sorl_torchrl.scaling import (
 RUN_FIELDS = (
     "run_dir",
     "env",
+    "algo",
     "variant",
     "task",
     "seed",
@@ -47,7 +59,7 @@ def format_env_table(rows: Sequence[dict[str, Any]], cells: Sequence[Cell]) -> s
     """The environment table in Markdown (``mean ± std (n/expected runs)``) with its notes."""
     return _cell_table(
         rows,
-        ("env", "variant"),
+        ("env", "algo", "variant"),
         cells,
         lambda r: f"{_pm(r)} ({r['n_runs']}/{r['expected_runs']})",
     )
@@ -57,10 +69,39 @@ def format_task_table(rows: Sequence[dict[str, Any]], cells: Sequence[Cell]) -> 
     """The per-task table in Markdown (``mean ± std (n/expected seeds)``) with its notes."""
     return _cell_table(
         rows,
-        ("env", "variant", "task"),
+        ("env", "algo", "variant", "task"),
         cells,
         lambda r: f"{_pm(r)} ({r['n_seeds']}/{r['expected_seeds']} seeds)",
     )
+
+
+def format_algorithm_table(rows: Sequence[dict[str, Any]], cell: Cell) -> str:
+    """The algorithms side by side at ``cell``: one line per env, one column per algorithm.
+
+    A column is an algorithm (with its variant where it has several); a cell is
+    ``mean ± std (n/expected runs)``, ``†`` when flagged (the environment table's notes say
+    why), ``-`` where the algorithm has no runs of the env.
+
+    Examples:
+        >>> rows = [{"env": "scene-play", "algo": a, "variant": "-", "k": 1, "N": 1,
+        ...          "mean": m, "std": 0.0, "n_runs": 5, "expected_runs": 5, "flags": ""}
+        ...         for a, m in (("sorl", 57.0), ("fql", 56.0))]
+        >>> print(format_algorithm_table(rows, (8, 1)))
+        | env | sorl | fql |
+        |---|---|---|
+        | scene-play | - | 56.0 ± 0.0 (5/5) at k=1 |
+    """
+    columns = list(dict.fromkeys((r["algo"], r["variant"]) for r in rows))
+    by_key = {(r["env"], r["algo"], r["variant"], r["k"], r["N"]): r for r in rows}
+    body = []
+    for env in dict.fromkeys(r["env"] for r in rows):
+        texts = []
+        for algo, variant in columns:
+            row = by_key.get((env, algo, variant, *evaluated_cell(algo, cell)))
+            texts.append("-" if row is None else _count_text(row, cell))
+        body.append([env, *texts])
+    header = [algo if variant == NO_VARIANT else f"{algo} [{variant}]" for algo, variant in columns]
+    return markdown_table(["env", *header], body)
 
 
 def scaling_rows(env_rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -107,10 +148,22 @@ def format_report(
         cells: the table columns.
     """
     counts = {s: sum(r.status == s for r in runs) for s in ("finished", "failed", "incomplete")}
+    named = names_algorithms(run.algo for run in runs)
     parts = [
         "# SORL results",
         f"Sweep `{sweep_dir}`: {len(runs)} run dirs, {counts['finished']} finished, "
         f"{counts['failed']} failed, {counts['incomplete']} incomplete.",
+    ]
+    if len({row["algo"] for row in tables[0]}) > 1:
+        parts += [
+            "## Algorithms side by side",
+            "Success (%) of each algorithm, as in the environment table; `(n/expected)` counts "
+            "the finished runs averaged, `at k=1` marks an algorithm without inference steps "
+            "(its `(1, N)`), `†` a flagged cell (see the environment table).",
+        ]
+        for cell in cells:
+            parts += [f"### {_cell_name(cell)}", format_algorithm_table(tables[0], cell)]
+    parts += [
         "## Environments",
         "Success (%): for each seed the mean over the env's tasks, then mean ± population std "
         "over seeds; `(n/expected)` counts the finished runs averaged.",
@@ -126,8 +179,9 @@ def format_report(
             "Success (%) at every evaluated (k, N), `k` rows x `N` columns: mean ± population "
             "std over seeds, as for the environments (the mean alone where a cell has one seed).",
         ]
-        for (env, variant), rows in grids.items():
-            parts += [f"### {_shown(env, variant)}", format_scaling_table(scaling_rows(rows))]
+        for (env, algo, variant), rows in grids.items():
+            title = _shown(env, algo, variant, named)
+            parts += [f"### {title}", format_scaling_table(scaling_rows(rows))]
     parts += [
         "## Problems",
         "\n".join(f"- {line}" for line in problems)
@@ -138,18 +192,33 @@ def format_report(
 
 
 def write_plots(grid_rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """One ``scaling_<env>[_<variant>].png`` per (env, variant) with a value; their paths."""
+    """One ``scaling_<env>[_<algo>][_<variant>].png`` per group with a value; their paths.
+
+    The algorithm is in the name (and the title) unless every run is SORL's. An env with
+    several algorithms also gets ``scaling_<env>_algorithms.png``, their grids overlaid
+    (one colour per algorithm and variant, labelled ``<algo>[ [variant]], N=<n>``).
+    """
     paths = []
-    for (env, variant), rows in _by_group(grid_rows).items():
+    named = names_algorithms(row["algo"] for row in grid_rows)
+    overlays: dict[str, list[dict[str, Any]]] = {}
+    for (env, algo, variant), rows in _by_group(grid_rows).items():
         points = scaling_rows(rows)
         if not points:
             continue
         n_runs, expected = max(r["n_runs"] for r in rows), rows[0]["expected_runs"]
         unit = "run" if expected == 1 else "runs"
         count = f"{n_runs} {unit}" if n_runs == expected else f"{n_runs} of {expected} {unit}"
-        stem = _slug(env) + ("" if variant == NO_VARIANT else f"_{_slug(variant)}")
-        title = f"{_shown(env, variant)}: {count}, {_band_note(points)}"
+        stem = _slug(env) + (f"_{_slug(algo)}" if named else "")
+        stem += "" if variant == NO_VARIANT else f"_{_slug(variant)}"
+        title = f"{_shown(env, algo, variant, named)}: {count}, {_band_note(points)}"
         paths.append(plot_scaling(points, out_dir / f"scaling_{stem}.png", title=title))
+        label = algo if variant == NO_VARIANT else f"{algo} [{variant}]"
+        overlays.setdefault(env, []).extend({**point, "algo": label} for point in points)
+    for env, points in overlays.items():
+        if len({point["algo"] for point in points}) > 1:
+            path = out_dir / f"scaling_{_slug(env)}_algorithms.png"
+            title = f"{env}: algorithms, {_band_note(points)}"
+            paths.append(plot_scaling(points, path, title=title, series="algo"))
     return paths
 
 
@@ -195,6 +264,17 @@ def _cell_name(cell: Cell) -> str:
     return f"k={cell[0]}, N={cell[1]}"
 
 
+def _count_text(row: dict[str, Any], cell: Cell) -> str:
+    """``mean ± std (n/expected)`` and the :func:`_marks` of the row in ``cell``'s column."""
+    return f"{_pm(row)} ({row['n_runs']}/{row['expected_runs']})" + _marks(row, cell)
+
+
+def _marks(row: dict[str, Any], cell: Cell) -> str:
+    """`` at k=1`` when the row shows another grid point than ``cell``; `` †`` if flagged."""
+    moved = "" if (row["k"], row["N"]) == tuple(cell) else f" at k={row['k']}"
+    return moved + (" †" if row["flags"] else "")
+
+
 def _cell_table(
     rows: Sequence[dict[str, Any]],
     keys: Sequence[str],
@@ -203,7 +283,9 @@ def _cell_table(
 ) -> str:
     """A table with one line per distinct ``keys`` and one column per cell, and its notes.
 
-    ``text(row)`` formats a cell; flagged cells get ``†`` and a note listing the flags.
+    ``text(row)`` formats a cell; flagged cells get ``†`` and a note listing the flags. A
+    line of an algorithm without inference steps shows its ``(1, N)`` in a ``(k, N)``
+    column, marked ``at k=1``.
     """
     lines: dict[tuple, dict[Cell, dict[str, Any]]] = {}
     for row in rows:
@@ -211,10 +293,11 @@ def _cell_table(
     body, notes = [], []
     for line_key, by_cell in lines.items():
         shown = [f"`{v}`" if k == "variant" else str(v) for k, v in zip(keys, line_key)]
+        algo = next(iter(by_cell.values()))["algo"]
         texts, flagged = [], {}
         for cell in cells:
-            row = by_cell[cell]
-            texts.append(text(row) + (" †" if row["flags"] else ""))
+            row = by_cell[evaluated_cell(algo, cell)]
+            texts.append(text(row) + _marks(row, cell))
             if row["flags"]:
                 flagged.setdefault(row["flags"], []).append(_cell_name(cell))
         body.append([*shown, *texts])
@@ -240,15 +323,19 @@ def _band_note(points: Sequence[dict[str, Any]]) -> str:
     return "one seed" + (", Wilson 95 % over episodes" if wilson else "")
 
 
-def _by_group(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+def _by_group(
+    rows: Iterable[dict[str, Any]],
+) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["env"], row["variant"]), []).append(row)
+        groups.setdefault((row["env"], row["algo"], row["variant"]), []).append(row)
     return groups
 
 
-def _shown(env: str, variant: str) -> str:
-    return env if variant == NO_VARIANT else f"{env} [{variant}]"
+def _shown(env: str, algo: str, variant: str, named: bool) -> str:
+    """``env[ · algo][ [variant]]``: the algorithm named unless every run is SORL's."""
+    shown = f"{env} · {algo}" if named else env
+    return shown if variant == NO_VARIANT else f"{shown} [{variant}]"
 
 
 def _csv_text(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> str:
@@ -271,6 +358,7 @@ def _run_rows(runs: Sequence[SweepRun], root: Any) -> list[dict[str, Any]]:
         {
             "run_dir": relative_dir(run.run_dir, root),
             "env": run.env,
+            "algo": run.algo,
             "variant": label,
             "task": run.task,
             "seed": run.seed,

@@ -2,7 +2,9 @@
 
 They follow OGBench and SORL: for every seed, the mean success (%) over the env's tasks;
 then the mean ± population std of those per-seed means over seeds. Runs of different
-variants (:mod:`~sorl_torchrl.recipes.sweep.variants`) are never averaged together. Every
+algorithms (``algo``) or variants (:mod:`~sorl_torchrl.recipes.sweep.variants`) are never
+averaged together. An algorithm without inference steps (FQL, IQL, ReBRAC) is evaluated at
+``k = 1`` only: a reported ``(k, N)`` is its ``(1, N)`` (:func:`evaluated_cell`). Every
 cell says how many runs it averages and flags the ones it lacks, and every failed,
 incomplete, missing, duplicate or unidentified run becomes a problem line.
 """
@@ -16,12 +18,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sorl_torchrl.recipes.algorithms import ALGORITHM_SPECS, ALGORITHMS
 from sorl_torchrl.recipes.sweep.collect import Cell, SweepRun, relative_dir
 from sorl_torchrl.recipes.sweep.variants import run_variants
 
 #: Columns of ``results_env.csv`` (environment rows also carry ``num_episodes``).
 ENV_FIELDS = (
     "env",
+    "algo",
     "variant",
     "k",
     "N",
@@ -35,6 +39,7 @@ ENV_FIELDS = (
 #: Columns of ``results_task.csv``.
 TASK_FIELDS = (
     "env",
+    "algo",
     "variant",
     "task",
     "k",
@@ -55,19 +60,65 @@ Slots = dict[tuple[int, int], SweepRun | None]
 
 @dataclass
 class Group:
-    """The runs of one env and variant.
+    """The runs of one env, algorithm and variant.
 
     Attributes:
         env: env name.
+        algo: the algorithm.
         variant: variant label (see :func:`~sorl_torchrl.recipes.sweep.variants.run_variants`).
         order: sort key of the variant.
         runs: its runs, in path order.
     """
 
     env: str
+    algo: str
     variant: str
     order: tuple
     runs: list[SweepRun]
+
+    def where(self, named: bool) -> str:
+        """How problem lines name the group: ``env[, algo], variant ...``."""
+        algo = f", {self.algo}" if named else ""
+        return f"{self.env}{algo}, variant {self.variant}"
+
+
+def evaluated_cell(algo: str, cell: Cell) -> Cell:
+    """The grid point of ``algo``'s runs that a reported ``(k, N)`` shows.
+
+    ``(1, N)`` for an algorithm without inference steps (``k`` means nothing to it and its
+    runs evaluate ``k = 1`` only), else ``(k, N)`` itself.
+
+    Examples:
+        >>> evaluated_cell("fql", (8, 16)), evaluated_cell("sorl", (8, 16))
+        ((1, 16), (8, 16))
+    """
+    spec = ALGORITHM_SPECS.get(algo)
+    return (1, cell[1]) if spec is not None and not spec.has_steps else cell
+
+
+def algorithm_cells(algo: str, cells: Sequence[Cell]) -> list[Cell]:
+    """The distinct grid points of ``algo`` that ``cells`` show (:func:`evaluated_cell`).
+
+    Examples:
+        >>> algorithm_cells("iql", [(1, 1), (8, 1), (8, 16)])
+        [(1, 1), (1, 16)]
+    """
+    return list(dict.fromkeys(evaluated_cell(algo, cell) for cell in cells))
+
+
+def names_algorithms(algos: Iterable[str]) -> bool:
+    """Whether labels name the algorithm: unless every run is SORL's (the recipe's default).
+
+    Examples:
+        >>> names_algorithms(["sorl", "sorl"]), names_algorithms(["sorl", "fql"])
+        (False, True)
+    """
+    return set(algos) - {"sorl"} != set()
+
+
+def algorithm_order(algo: str) -> tuple[int, str]:
+    """Sort key of an algorithm: :data:`~sorl_torchrl.recipes.algorithms.ALGORITHMS` order."""
+    return (ALGORITHMS.index(algo), "") if algo in ALGORITHMS else (len(ALGORITHMS), algo)
 
 
 def default_cells(runs: Iterable[SweepRun]) -> list[Cell]:
@@ -98,44 +149,52 @@ def aggregate(
 
     Args:
         runs: from :func:`~sorl_torchrl.recipes.sweep.collect.collect_runs`.
-        cells: the ``(k, N)`` points to report.
+        cells: the ``(k, N)`` points to report (an algorithm without inference steps is
+            reported at its ``(1, N)``, :func:`algorithm_cells`).
         tasks: expected tasks (default: every task seen in the env).
         seeds: expected seeds (default: every seed seen in the env).
         root: run dirs are shown relative to it (the sweep dir).
 
     Returns:
-        ``(env_rows, task_rows, problems)``: rows with the fields of :data:`ENV_FIELDS`
+        ``(env_rows, task_rows, problems)``: rows of each env, algorithm and variant, with
+        the fields of :data:`ENV_FIELDS`
         (plus ``num_episodes``, the evaluation episodes behind the cell where every run
         records them, else ``None``) and :data:`TASK_FIELDS`, means and stds in % (NaN where
         no run has a value); and one line per failed, incomplete, missing, duplicate or
         unidentified run.
     """
     problems = run_problems(runs, root)
+    named = names_algorithms(run.algo for run in runs)
     env_rows, task_rows = [], []
     for groups in groups_by_env(runs).values():
         env_runs = [run for group in groups for run in group.runs]
         exp_tasks = sorted(set(tasks)) if tasks else _seen(env_runs, "task")
         exp_seeds = sorted(set(seeds)) if seeds else _seen(env_runs, "seed")
         for group in groups:
-            slots, lines = _slots(group, exp_tasks, exp_seeds, root)
+            slots, lines = _slots(group, exp_tasks, exp_seeds, root, named)
             problems += lines
-            env_rows += [_env_row(group, cell, slots, exp_tasks, exp_seeds) for cell in cells]
+            shown = algorithm_cells(group.algo, cells)
+            env_rows += [_env_row(group, cell, slots, exp_tasks, exp_seeds) for cell in shown]
             for task in exp_tasks:
-                task_rows += [_task_row(group, task, cell, slots, exp_seeds) for cell in cells]
-            problems += _grid_problems(slots, cells, root)
+                task_rows += [_task_row(group, task, cell, slots, exp_seeds) for cell in shown]
+            problems += _grid_problems(slots, shown, root)
     order = {kind: i for i, kind in enumerate(PROBLEM_KINDS)}
     problems.sort(key=lambda line: order.get(line.split(":", 1)[0], len(order)))
     return env_rows, task_rows, problems
 
 
 def groups_by_env(runs: Sequence[SweepRun]) -> dict[str, list[Group]]:
-    """Runs with a known env, by env (sorted) then variant (sorted by value)."""
-    groups: dict[tuple[str, str], Group] = {}
+    """Runs with a known env, by env (sorted), algorithm, then variant (sorted by value)."""
+    groups: dict[tuple[str, str, str], Group] = {}
     for run, (label, order) in zip(runs, run_variants(runs)):
         if run.env is not None:
-            groups.setdefault((run.env, label), Group(run.env, label, order, [])).runs.append(run)
+            key = (run.env, run.algo, label)
+            groups.setdefault(key, Group(run.env, run.algo, label, order, [])).runs.append(run)
     by_env: dict[str, list[Group]] = {}
-    for group in sorted(groups.values(), key=lambda g: (g.env, g.order, g.variant)):
+    ordered = sorted(
+        groups.values(), key=lambda g: (g.env, algorithm_order(g.algo), g.order, g.variant)
+    )
+    for group in ordered:
         by_env.setdefault(group.env, []).append(group)
     return by_env
 
@@ -173,7 +232,7 @@ def _seen(runs: Iterable[SweepRun], attr: str) -> list[int]:
 
 
 def _slots(
-    group: Group, tasks: Sequence[int], seeds: Sequence[int], root: Any
+    group: Group, tasks: Sequence[int], seeds: Sequence[int], root: Any, named: bool
 ) -> tuple[Slots, list[str]]:
     """The run used for each expected ``(task, seed)`` (``None``: absent) and problem lines.
 
@@ -185,7 +244,7 @@ def _slots(
     for run in group.runs:
         candidates.setdefault((run.task, run.seed), []).append(run)
     slots, lines = {}, []
-    where = f"{group.env}, variant {group.variant}"
+    where = group.where(named)
     for task in tasks:
         for seed in seeds:
             found = sorted(candidates.get((task, seed), []), key=lambda r: rank[r.status])
@@ -233,6 +292,7 @@ def _env_row(
     n_runs, expected = sum(map(len, per_seed.values())), len(tasks) * len(seeds)
     return {
         "env": group.env,
+        "algo": group.algo,
         "variant": group.variant,
         "k": cell[0],
         "N": cell[1],
@@ -260,6 +320,7 @@ def _task_row(
     mean, std = mean_std(values)
     return {
         "env": group.env,
+        "algo": group.algo,
         "variant": group.variant,
         "task": task,
         "k": cell[0],

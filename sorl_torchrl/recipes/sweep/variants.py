@@ -1,10 +1,12 @@
-"""Variants: runs of one env whose identities differ in more than the env, task and seed.
+"""Variants: runs of one env and algorithm whose identities differ in more than the task, seed.
 
 Two runs are the same experiment on another task or seed when their run identities
 (:func:`~sorl_torchrl.recipes.run_record.run_identity`, which already leaves out every
 setting that does not change results) agree except in :data:`GROUP_KEYS`. Where they differ
 in another key (``env.q_loss_coef`` in an ablation, say), they are different *variants* and
 are never averaged together. A variant's label lists those keys with the run's values.
+Runs of different algorithms (``algo.name``) are never variants of each other: the report
+puts them in separate rows and columns, and variants are found among one algorithm's runs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from sorl_torchrl.recipes.sweep.collect import SweepRun
 
 #: Identity keys that place a run inside its variant's table: never variant keys.
-GROUP_KEYS = frozenset({"seed", "env.task", "env.name"})
+GROUP_KEYS = frozenset({"seed", "env.task", "env.name", "algo.name"})
 #: Variant label of a group whose runs share every result-changing setting.
 NO_VARIANT = "-"
 #: Variant label of runs without a known identity in an env that has variants.
@@ -45,7 +47,7 @@ def variant_keys(identities: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def run_variants(runs: Sequence[SweepRun]) -> list[tuple[str, tuple]]:
-    """``(label, sort key)`` of each run's variant, found among the runs of its env.
+    """``(label, sort key)`` of each run's variant, found among the runs of its env and algorithm.
 
     Examples:
         >>> from pathlib import Path
@@ -54,13 +56,13 @@ def run_variants(runs: Sequence[SweepRun]) -> list[tuple[str, tuple]]:
         >>> run_variants(runs)
         [('env.q_loss_coef=30', ((0, 30.0, ''),)), ('env.q_loss_coef=10', ((0, 10.0, ''),))]
     """
-    keys_by_env = {
-        env: variant_keys(r.identity for r in runs if r.env == env)
-        for env in {r.env for r in runs if r.env is not None}
+    keys_by_group = {
+        group: variant_keys(r.identity for r in runs if (r.env, r.algo) == group)
+        for group in {(r.env, r.algo) for r in runs if r.env is not None}
     }
     out = []
     for run in runs:
-        keys = keys_by_env.get(run.env, [])
+        keys = keys_by_group.get((run.env, run.algo), [])
         if not keys:
             out.append((NO_VARIANT, ()))
         elif not run.identity:

@@ -1,0 +1,190 @@
+"""`data.source` in the recipes: the data named, obtained if asked, refused if it is not that.
+
+Official files come from a local server on 127.0.0.1 (``tests/data/http_helpers.py``)
+that serves small files in the official format; regenerated ones from ``sorl-data
+generate``'s own code.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from recipe_helpers import compose_train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from data_helpers import write_official_format  # noqa: E402
+from http_helpers import DatasetServer  # noqa: E402
+
+from sorl_torchrl._validation import SettingError, SettingsError  # noqa: E402
+from sorl_torchrl.data import get_dataset_spec  # noqa: E402
+from sorl_torchrl.data.download import URL_ENV  # noqa: E402
+from sorl_torchrl.data.provenance import REGENERATED_DIR_ENV, read_provenance  # noqa: E402
+from sorl_torchrl.recipes.common import prepare_dataset  # noqa: E402
+from sorl_torchrl.recipes.config_checks import validate_config  # noqa: E402
+from sorl_torchrl.recipes.dataset_source import DATA_SETTINGS, SourceMismatchError  # noqa: E402
+
+EXPERT = "antmaze-large-navigate"  # download only
+CUBE = "cube-single-play-v0"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The official-format files of EXPERT, served on 127.0.0.1."""
+    root = tmp_path_factory.mktemp("server")
+    write_official_format(get_dataset_spec(f"{EXPERT}-v0"), root, episodes=3, length=40)
+    with DatasetServer(root) as running:
+        yield running
+
+
+@pytest.fixture
+def official_url(server, monkeypatch) -> str:
+    monkeypatch.setenv(URL_ENV, server.url())
+    return server.url()
+
+
+def _cfg(*overrides: str):
+    return compose_train(["progress=false", "run_dir=runs/test", *overrides])
+
+
+def _cube_copy(source: Path, target: Path, records: bool = True) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    suffixes = [".npz", "-val.npz"] + ([".provenance.json", "-val.provenance.json"] * records)
+    for suffix in suffixes:
+        shutil.copy(source / f"{CUBE}{suffix}", target)
+    return target
+
+
+def test_each_preset_names_its_source():
+    base, paper, demo = _cfg(), _cfg("+experiment=paper"), _cfg("+experiment=demo")
+    assert (base.data.source, base.data.download_if_missing, base.data.generate_if_missing) == (
+        "regenerated",
+        False,
+        False,
+    )
+    assert (paper.data.source, paper.data.download_if_missing) == ("official", True)
+    assert not paper.data.generate_if_missing and paper.data.root is None
+    assert (demo.data.source, demo.data.generate_if_missing) == ("regenerated", True)
+    for cfg in (base, paper, demo):  # the data group's own checks, its rule included
+        DATA_SETTINGS.check(OmegaConf.to_container(cfg.data, resolve=True))
+
+
+def test_the_paper_preset_downloads_an_expert_dataset_into_ogbenchs_dir(
+    official_url, server, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = _cfg("+experiment=paper", f"env={EXPERT}")
+    root = prepare_dataset(cfg)
+    assert root == tmp_path / ".ogbench" / "data"
+    for name in (f"{EXPERT}-v0.npz", f"{EXPERT}-v0-val.npz"):
+        record = read_provenance(root / name)
+        assert record["source"] == "official" and record["url"] == f"{official_url}/{name}"
+    gets = len(server.gets())
+    assert prepare_dataset(cfg) == root  # present now: nothing is fetched again
+    assert len(server.gets()) == gets
+
+
+def test_generating_expert_data_says_to_download_it(tmp_path):
+    cfg = _cfg(f"env={EXPERT}", f"data.root={tmp_path}", "data.generate_if_missing=true")
+    with pytest.raises(ValueError, match="cannot be generated") as error:
+        prepare_dataset(cfg)
+    assert "data.source=official data.download_if_missing=true" in str(error.value)
+    assert not any(tmp_path.iterdir())
+
+
+def test_generated_data_goes_to_the_regenerated_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv(REGENERATED_DIR_ENV, raising=False)
+    cfg = _cfg(
+        "env=pointmaze-medium-navigate", "data.generate_if_missing=true", "data.num_episodes=2"
+    )
+    root = prepare_dataset(cfg)
+    assert root == tmp_path / ".sorl_torchrl" / "regenerated"
+    assert read_provenance(root / "pointmaze-medium-navigate-v0.npz")["source"] == "regenerated"
+    assert not (tmp_path / ".ogbench").exists()
+
+
+def test_regenerated_files_never_pass_for_official_data(tiny_cube_root, tmp_path):
+    root = _cube_copy(tiny_cube_root, tmp_path / "data")
+    with pytest.raises(SourceMismatchError) as error:
+        prepare_dataset(_cfg(f"data.root={root}", "data.source=official"))
+    message = str(error.value)
+    assert message.startswith(f"data.source=official, but {root / f'{CUBE}.npz'} is regenerated")
+    assert "(regenerated by sorl-torchrl" in message and "seed 0" in message
+    assert "pass data.source=regenerated" in message
+    assert f"sorl-data download {CUBE} --out-dir {root} --overwrite" in message
+    assert prepare_dataset(_cfg(f"data.root={root}", "data.source=regenerated")) == root
+
+
+def test_official_files_are_not_taken_for_regenerated_data(official_url, tmp_path):
+    official = ["data.source=official", "data.download_if_missing=true"]
+    prepare_dataset(_cfg(f"env={EXPERT}", f"data.root={tmp_path}", *official))
+    with pytest.raises(SourceMismatchError) as error:
+        prepare_dataset(_cfg(f"env={EXPERT}", f"data.root={tmp_path}"))
+    message = str(error.value)
+    assert "is official data (official, downloaded on" in message
+    assert f"from {official_url}/{EXPERT}-v0.npz" in message
+    assert "pass data.source=official" in message and "cannot be generated" in message
+
+
+def test_a_file_without_a_record_counts_as_official_with_a_warning(
+    tiny_cube_root, tmp_path, caplog
+):
+    root = _cube_copy(tiny_cube_root, tmp_path / "data", records=False)
+    with caplog.at_level(logging.WARNING, logger="sorl.train"):
+        assert prepare_dataset(_cfg(f"data.root={root}", "data.source=official")) == root
+    assert f"{root / f'{CUBE}.npz'} has no provenance record: taken as official" in caplog.text
+    with pytest.raises(SourceMismatchError, match="a file without a provenance record"):
+        prepare_dataset(_cfg(f"data.root={root}", "data.source=regenerated"))
+
+
+def test_a_file_its_record_does_not_describe_is_refused(tiny_cube_root, other_cube_root, tmp_path):
+    root = _cube_copy(tiny_cube_root, tmp_path / "data")
+    shutil.copy(other_cube_root / f"{CUBE}.npz", root)  # other bytes under the same record
+    with pytest.raises(SourceMismatchError, match="not the file its provenance record describes"):
+        prepare_dataset(_cfg(f"data.root={root}"))
+
+
+@pytest.mark.parametrize(
+    "source, fix",
+    [
+        ("official", "pass data.download_if_missing=true"),
+        ("regenerated", "pass data.generate_if_missing=true"),
+    ],
+)
+def test_a_missing_file_names_the_setting_and_command_that_get_it(tmp_path, source, fix):
+    with pytest.raises(FileNotFoundError) as error:
+        prepare_dataset(_cfg(f"data.root={tmp_path}", f"data.source={source}"))
+    message = str(error.value)
+    assert message.startswith(f"Dataset file {tmp_path / f'{CUBE}.npz'} not found")
+    assert fix in message and f"--out-dir {tmp_path}" in message
+
+
+@pytest.mark.parametrize(
+    "overrides, line",
+    [
+        (
+            ["data.source=official", "data.generate_if_missing=true"],
+            "data.generate_if_missing: got True, allowed false with data.source=official",
+        ),
+        (
+            ["data.source=regenerated", "data.download_if_missing=true"],
+            "data.download_if_missing: got True, allowed false with data.source=regenerated",
+        ),
+        (["data.source=borrowed"], "data.source: got 'borrowed', allowed one of 'official'"),
+        (["data.download_if_missing=maybe"], "data.download_if_missing: got 'maybe', allowed"),
+    ],
+)
+def test_settings_that_disagree_are_refused_before_any_work(tmp_path, overrides, line):
+    cfg = _cfg(f"data.root={tmp_path}", *overrides)
+    with pytest.raises(SettingsError) as error:
+        validate_config(cfg)
+    assert line in str(error.value)
+    if "got True" in line:  # prepare_dataset applies the same rule
+        with pytest.raises(SettingError):
+            prepare_dataset(cfg)
+    assert not any(tmp_path.iterdir())

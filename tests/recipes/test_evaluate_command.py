@@ -1,0 +1,94 @@
+"""sorl-evaluate: its env options (--num-envs, --parallel), --threads and the progress bar."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+from recipe_helpers import compose_train, tiny_overrides
+
+from sorl_torchrl._validation import SettingError
+from sorl_torchrl.checkpoint import load_checkpoint, save_checkpoint
+from sorl_torchrl.recipes.evaluate import evaluate_checkpoint, parse_args, set_threads
+from sorl_torchrl.recipes.train import run
+
+THREADS = torch.get_num_threads()
+GRID = dict(inference_steps=[1], num_candidates=[1, 2], episodes=3, max_episode_steps=4)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_cube_root, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("evaluate") / "run"
+    run(compose_train(tiny_overrides(tiny_cube_root, run_dir, 10)))
+    return run_dir / "checkpoint.pt"
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    yield
+    torch.set_num_threads(THREADS)
+
+
+def test_options_and_their_defaults():
+    args = parse_args(["c.pt"])
+    assert (args.num_envs, args.parallel, args.threads, args.progress) == (None, None, None, True)
+    args = parse_args(
+        ["c.pt", "--num-envs", "2", "--no-parallel", "--threads", "3", "--no-progress"]
+    )
+    assert (args.num_envs, args.parallel, args.threads, args.progress) == (2, False, 3, False)
+    assert parse_args(["c.pt", "--parallel"]).parallel is True
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"num_envs": 0}, "num_envs must be None or an integer >= 1"),
+        ({"threads": 0}, "threads must be None or an integer >= 1"),
+        ({"parallel": "yes"}, "parallel must be one of None, True, False"),
+    ],
+)
+def test_bad_options_are_refused_before_the_checkpoint_is_read(tmp_path, bad, message):
+    with pytest.raises(SettingError, match=message):
+        evaluate_checkpoint(tmp_path / "missing.pt", **bad)
+
+
+def test_threads_default_is_the_package_default(monkeypatch):
+    torch.set_num_threads(2)
+    set_threads(1)
+    assert torch.get_num_threads() == 1
+    package = types.ModuleType("sorl_torchrl._threads")
+    package.default_threads = lambda device="cpu": 2
+    monkeypatch.setitem(sys.modules, "sorl_torchrl._threads", package)
+    set_threads(None)
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+    monkeypatch.setitem(sys.modules, "sorl_torchrl._threads", None)  # absent
+    set_threads(None)
+    assert torch.get_num_threads() == 1  # torch's own setting, left alone
+
+
+def test_num_envs_threads_and_progress(checkpoint, tmp_path, capsys):
+    torch.set_num_threads(2)
+    rows = evaluate_checkpoint(
+        checkpoint, **GRID, num_envs=2, threads=1, progress=True, out=tmp_path / "a"
+    )
+    assert torch.get_num_threads() == 2  # restored
+    assert [row["num_envs"] for row in rows] == [2, 2]
+    assert {row["success_timing"] for row in rows} == {"post"}  # the run's env.success_timing
+    assert "(k, N) grid" in capsys.readouterr().err
+    # by default: the run's own eval.num_envs
+    config = load_checkpoint(checkpoint)["config"]
+    rows = evaluate_checkpoint(checkpoint, **GRID, out=tmp_path / "b")
+    assert {row["num_envs"] for row in rows} == {config["eval"]["num_envs"]}
+    assert "(k, N) grid" not in capsys.readouterr().err
+
+
+def test_a_run_without_eval_num_envs_is_evaluated_with_one_env(checkpoint, tmp_path):
+    state = load_checkpoint(checkpoint)
+    del state["config"]["eval"]["num_envs"], state["config"]["eval"]["parallel"]
+    older = tmp_path / "older" / "checkpoint.pt"
+    save_checkpoint(older, state)
+    rows = evaluate_checkpoint(older, **GRID)
+    assert {row["num_envs"] for row in rows} == {1}
