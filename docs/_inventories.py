@@ -35,6 +35,7 @@ PROJECTS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("RuntimeError", "py:exception", "library/exceptions.html#$"),
             ("collections.abc.Sequence", "py:class", "library/collections.abc.html#$"),
             ("collections.abc.Iterable", "py:class", "library/collections.abc.html#$"),
+            ("collections.abc.Iterator", "py:class", "library/collections.abc.html#$"),
             ("collections.abc.Callable", "py:class", "library/collections.abc.html#$"),
             ("collections.abc.Mapping", "py:class", "library/collections.abc.html#$"),
             ("typing.Literal", "py:data", "library/typing.html#$"),
@@ -54,6 +55,7 @@ PROJECTS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("torch.no_grad", "py:class", "generated/torch.no_grad.html#$"),
             ("torch.set_num_threads", "py:function", "generated/torch.set_num_threads.html#$"),
             ("torch.compile", "py:function", "generated/torch.compile.html#$"),
+            ("torch.random.fork_rng", "py:function", "random.html#$"),
             ("torch.nn.Module", "py:class", "generated/torch.nn.Module.html#$"),
             ("torch.nn.Sequential", "py:class", "generated/torch.nn.Sequential.html#$"),
             ("torch.nn.Linear", "py:class", "generated/torch.nn.Linear.html#$"),
@@ -196,6 +198,31 @@ PROJECTS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "py:class",
                 "reference/generated/torchrl.envs.ParallelEnv.html#$",
             ),
+            (
+                "torchrl.data.replay_buffers.Sampler",
+                "py:class",
+                "reference/generated/torchrl.data.replay_buffers.Sampler.html#$",
+            ),
+            (
+                "torchrl.objectives.IQLLoss",
+                "py:class",
+                "reference/generated/torchrl.objectives.IQLLoss.html#$",
+            ),
+            (
+                "torchrl.objectives.IQLLoss.loss_value_diff",
+                "py:method",
+                "reference/generated/torchrl.objectives.IQLLoss.html#$",
+            ),
+            (
+                "torchrl.objectives.TD3BCLoss",
+                "py:class",
+                "reference/generated/torchrl.objectives.TD3BCLoss.html#$",
+            ),
+            (
+                "torchrl.objectives.TD3BCLoss.qvalue_loss",
+                "py:method",
+                "reference/generated/torchrl.objectives.TD3BCLoss.html#$",
+            ),
         ],
     ),
     "gymnasium": (
@@ -225,6 +252,9 @@ ALIASES: dict[str, str] = {
         "torchrl.data.datasets.BaseDatasetExperienceReplay"
     ),
     "torchrl.envs.common.EnvBase": "torchrl.envs.EnvBase",
+    "torchrl.data.replay_buffers.replay_buffers.ReplayBuffer": "torchrl.data.ReplayBuffer",
+    "torchrl.data.replay_buffers.samplers.Sampler": "torchrl.data.replay_buffers.Sampler",
+    "LossModule": "torchrl.objectives.LossModule",
     "EnvBase": "torchrl.envs.EnvBase",
     "torchrl.envs.libs.gym.GymWrapper": "torchrl.envs.GymWrapper",
     "gymnasium.core.Wrapper": "gymnasium.Wrapper",

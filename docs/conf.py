@@ -5,6 +5,7 @@ Build with ``make docs`` (``sphinx-build -W --keep-going -b html docs docs/_buil
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 import sys
@@ -62,11 +63,16 @@ nitpick_ignore = [
     ("py:class", "tensordict.nn.probabilistic.InteractionType"),
     # matplotlib's Figure (a return annotation); no matplotlib inventory is bundled.
     ("py:class", "Figure"),
+    # OmegaConf's config type (a parameter annotation); OmegaConf publishes no API inventory.
+    ("py:class", "omegaconf.dictconfig.DictConfig"),
     # Optional names in napoleon "optional" type annotations.
     ("py:class", "optional"),
     # Inherited replay-buffer method named without its class in a docstring.
     ("py:meth", "sample"),
 ]
+# Private base classes (``_Policy``, ``_ActorModule``) named by show-inheritance: never
+# documented (see ``_check_no_private``); their public members are.
+nitpick_ignore_regex = [("py:class", r"sorl_torchrl(\.\w+)*\._[A-Za-z]\w*")]
 
 # -- Autodoc / autosummary / napoleon ------------------------------------------------------
 autosummary_generate = True
@@ -165,6 +171,69 @@ _stage_recipe_tables()
 
 
 # -- Cross-reference aliases -----------------------------------------------------------------
+def _import_object(path: str):
+    """The object named by a dotted path (a module, then attributes), or ``None``."""
+    parts = path.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[split:]:
+                obj = getattr(obj, name)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _documented(domain, suffix: str) -> set[str]:
+    """The documented names of this package that end with ``suffix``."""
+    return {
+        name
+        for name, obj in domain.objects.items()
+        if name.startswith("sorl_torchrl.") and name.endswith(suffix) and not obj.aliased
+    }
+
+
+def _resolve_member(app, env, node, contnode, target: str):
+    """Resolve ``Class.member`` (or ``member`` inside a class's docstring) through the MRO.
+
+    A member is documented on the class that defines it, so a reference to an inherited one
+    (``VerifierSampler.compile_select``, ``read_batch`` in a baseline loss's docstring) goes
+    to the defining class's entry. A member of a private base (never documented) links to
+    the documented class itself.
+    """
+    domain = env.get_domain("py")
+    owner_path, _, member = target.rpartition(".")
+    if not owner_path:
+        context = node.get("py:class")
+        if not context:
+            return None
+        owner_path = f"{node.get('py:module') or 'sorl_torchrl'}.{context}"
+    if not member or not owner_path.startswith("sorl_torchrl"):
+        return None
+    owner = _import_object(owner_path)
+    if not inspect.isclass(owner):
+        return None
+    for cls in owner.__mro__:
+        if member in vars(cls):
+            found = _documented(domain, f".{cls.__name__}.{member}")
+            if len(found) == 1:
+                (full,) = found
+                return domain.resolve_xref(
+                    env, node["refdoc"], app.builder, node["reftype"], full, node, contnode
+                )
+            break
+    found = _documented(domain, f".{owner.__name__}")
+    found = {name for name in found if domain.objects[name].objtype in ("class", "exception")}
+    if len(found) != 1:
+        return None
+    (full,) = found
+    return domain.resolve_xref(env, node["refdoc"], app.builder, "class", full, node, contnode)
+
+
 def _resolve_alias(app, env, node, contnode):
     """Resolve references that name an object by another path than its documented one.
 
@@ -172,9 +241,13 @@ def _resolve_alias(app, env, node, contnode):
       in a base-class list) are sent to intersphinx under their documented name;
     * a name of this package given by another path than its documented one (re-exported as
       ``sorl_torchrl.QEnsemble``, or by its defining module ``sorl_torchrl.data.specs.X``)
-      or without its package (``QEnsemble``) resolves to the single documented object with
-      that name. Names that match nothing, or more than one object, stay broken (and fail
-      -W).
+      or without its package (``QEnsemble``, ``GaussianPolicy.log_prob``) resolves to the
+      single documented object with that name;
+    * a member named through a class that inherits it (``VerifierSampler.compile_select``,
+      or ``read_batch`` in a subclass's docstring) resolves to the defining class's entry
+      (:func:`_resolve_member`).
+
+    Names that match nothing, or more than one object, stay broken (and fail -W).
     """
     if node.get("refdomain") != "py":
         return None
@@ -190,7 +263,15 @@ def _resolve_alias(app, env, node, contnode):
     domain = env.get_domain("py")
     parts = target.split(".")
     if len(parts) > 1 and parts[0] != "sorl_torchrl":
-        return None
+        # ``Class.member`` without its package: the single documented object of this
+        # package with that tail (``GaussianPolicy.log_prob``), else broken.
+        matches = _documented(domain, "." + target)
+        if len(matches) != 1:
+            return None
+        (full,) = matches
+        return domain.resolve_xref(
+            env, node["refdoc"], app.builder, node["reftype"], full, node, contnode
+        )
     suffix = "." + parts[-1]
     matches = {
         name
@@ -198,6 +279,8 @@ def _resolve_alias(app, env, node, contnode):
         if name.startswith("sorl_torchrl.") and name.endswith(suffix) and not obj.aliased
     }
     if len(matches) != 1:
+        if node.get("reftype") in ("meth", "attr", "data", "obj"):
+            return _resolve_member(app, env, node, contnode, target)
         return None
     (full,) = matches
     return domain.resolve_xref(
@@ -231,8 +314,19 @@ def _init_signature(app, what, name, obj, options, signature, return_annotation)
 
 
 def _undo_property_type_misparse(app, what, name, obj, options, lines):
-    # napoleon reads a property docstring's first line "Text: more text" as "type: text".
-    # A property with a return annotation has its type already: put the text back.
+    # napoleon reads a property's or attribute's docstring's first line "Text: more text"
+    # as "type: text". A property with a return annotation has its type already, and an
+    # attribute's "type" of several plain words is prose: put the text back.
+    if what in ("attribute", "data"):
+        for i, line in enumerate(lines):
+            if line.startswith(":type: "):
+                misread = line[len(":type: ") :]
+                if len(misread.split()) > 2 and not any(c in misread for c in "[|`"):
+                    del lines[i]
+                    if lines:
+                        lines[0] = f"{misread}: {lines[0]}"
+                return
+        return
     if what != "property":
         return
     func = getattr(obj, "fget", obj)

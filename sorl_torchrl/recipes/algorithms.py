@@ -326,10 +326,13 @@ def build_algorithm(cfg: DictConfig, runtime: Runtime | None = None) -> Algorith
     """
     runtime = runtime or resolve_runtime(cfg)
     name = algorithm_name(cfg)
-    dataset_spec(cfg)  # env.name is known (the error lists the known names)
     spec = ALGORITHM_SPECS[name]
     config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("env", "network")}
     config["loss"] = OmegaConf.to_container(cfg.loss, resolve=True)
+    if cfg.get("sizes") is not None:  # read from the data (data.dataset=<prefix>:<id>)
+        config["sizes"] = OmegaConf.to_container(cfg.sizes, resolve=True)
+    else:
+        dataset_spec(cfg)  # env.name is known (the error lists the known names)
     policy, critic, loss = POLICY_BUILDERS[name](
         config, device=runtime.device, validate_inputs=False
     )

@@ -5,9 +5,9 @@ the run starts; the run record keeps both what was asked and what was chosen.
 
 - ``device=auto``: the current CUDA device when torch sees a GPU, else the CPU.
 - ``compile=auto``: compile the update on CUDA, always; on the CPU only for runs of at least
-  :data:`CPU_COMPILE_MIN_UPDATES` updates, since compiling every graph of the update costs
-  about a minute there and saves a few milliseconds per update (the break-even, measured by
-  ``benchmarks/compile_break_even.py``, is in ``benchmarks/RESULTS.md``).
+  :data:`CPU_COMPILE_MIN_UPDATES` updates: twice the measured break-even (compiling every
+  graph costs minutes there and saves milliseconds per update; ``benchmarks/RESULTS.md``,
+  "Compile break-even").
 - data: batches are sampled on the CPU; for a GPU run they are collated in pinned memory and
   prefetched (``data.prefetch``, default :data:`GPU_PREFETCH`) so the copy to the device
   overlaps the update.
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: ``compile=auto`` compiles a CPU run of at least this many updates (see the module doc).
-CPU_COMPILE_MIN_UPDATES = 50_000
+CPU_COMPILE_MIN_UPDATES = 25_000
 
 #: Batches prefetched in the background for a GPU run when ``data.prefetch`` is null.
 GPU_PREFETCH = 2
@@ -74,7 +74,7 @@ def resolve_compile(
     Examples:
         >>> cpu = torch.device("cpu")
         >>> resolve_compile("auto", cpu, 200)
-        (None, 'compile=auto: eager, a CPU run of 200 updates is below 50000 ...')
+        (None, 'compile=auto: eager, a CPU run of 200 updates is below 25000 ...')
         >>> resolve_compile("auto", cpu, 1_000_000)[0], resolve_compile(False, cpu, 10**6)[0]
         ('default', None)
         >>> resolve_compile("auto", torch.device("cuda"), 200)[0]

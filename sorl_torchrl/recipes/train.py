@@ -415,7 +415,8 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
         print(format_scaling_table(rows, data.metric))
     else:
         print(f"\nNo evaluation: {data.name} names no environment to evaluate in.")
-    print(f"Results: {record.path}  Plot: {run_dir / 'scaling.png'}")
+    plotted = f"  Plot: {run_dir / 'scaling.png'}" if rows and data.metric == "success_rate" else ""
+    print(f"Results: {record.path}{plotted}")
     if diverged is not None:
         print(f"Diverged: {describe_divergence(diverged)} This grid is of weights trained past it.")
     return results
