@@ -1,4 +1,4 @@
-"""What the IQL and ReBRAC losses share: TED keys, batch reading, parameter swaps."""
+"""What every loss of the package shares (SORL, baselines): TED keys, batch reading, swaps."""
 
 from __future__ import annotations
 
@@ -82,15 +82,12 @@ class TEDLoss(LossModule):
         See :func:`~sorl_torchrl.objectives.batch.read_ted_batch`: keys, shapes and dtypes
         are always checked, values when ``validate_inputs`` is on.
         """
-        try:
-            return read_ted_batch(
-                tensordict,
-                self.tensor_keys,
-                self.observation_dim,
-                self.action_dim,
-                check_values=self.validate_inputs,
-                dtype=self.dtype,
-            )
-        except KeyError as error:  # the shared reader names the SORL loss
-            message = str(error.args[0]).replace("ShortcutLoss", type(self).__name__)
-            raise KeyError(message) from None
+        return read_ted_batch(
+            tensordict,
+            self.tensor_keys,
+            self.observation_dim,
+            self.action_dim,
+            check_values=self.validate_inputs,
+            dtype=self.dtype,
+            owner=type(self).__name__,
+        )

@@ -26,6 +26,7 @@ def read_ted_batch(
     *,
     check_values: bool = True,
     dtype: torch.dtype | None = None,
+    owner: str = "ShortcutLoss",
 ) -> dict[str, torch.Tensor]:
     """The tensors of a TED batch that the losses read, flattened to one batch dim.
 
@@ -46,6 +47,7 @@ def read_ted_batch(
             rewards of another precision are converted to it, integer or bool ones are
             refused (``sorl_torchrl._tensor_checks.as_model_dtype``). ``None``: the
             observations' dtype.
+        owner: the loss that reads the batch, as a missing key's message names it.
 
     Returns:
         ``{"observation", "action", "next_observation", "reward", "mask"}``.
@@ -78,7 +80,7 @@ def read_ted_batch(
     missing = [unravel_key(k) for k in wanted.values() if unravel_key(k) not in present]
     if missing:
         raise KeyError(
-            f"ShortcutLoss is missing the keys {missing} in its input tensordict "
+            f"{owner} is missing the keys {missing} in its input tensordict "
             f"(it has {sorted(map(str, present))}). Rename the data or call "
             "loss.set_keys(observation=..., action=..., reward=..., terminated=...)."
         )

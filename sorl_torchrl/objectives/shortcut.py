@@ -17,7 +17,6 @@ import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import dispatch
 from tensordict.utils import NestedKey
-from torchrl.objectives.common import LossModule
 
 from sorl_torchrl._validation import (
     FLAG,
@@ -29,7 +28,8 @@ from sorl_torchrl._validation import (
 )
 from sorl_torchrl.modules.actor import ShortcutActor
 from sorl_torchrl.modules.critic import QAggregation, QEnsemble
-from sorl_torchrl.objectives.batch import actor_diagnostics, critic_diagnostics, read_ted_batch
+from sorl_torchrl.objectives._baseline_common import TEDLoss
+from sorl_torchrl.objectives.batch import actor_diagnostics, critic_diagnostics
 from sorl_torchrl.objectives.shortcut_terms import ShortcutTerms
 
 __all__ = ["ShortcutLoss"]
@@ -76,7 +76,7 @@ LOSS_SETTINGS = Settings(
 )
 
 
-class ShortcutLoss(ShortcutTerms, LossModule):
+class ShortcutLoss(ShortcutTerms, TEDLoss):
     r"""SORL: flow matching + self-consistency + BPTT Q loss for the actor, TD for the critic.
 
     Actor loss (``loss_actor``)::
@@ -296,50 +296,6 @@ class ShortcutLoss(ShortcutTerms, LossModule):
         actor_network.trained_steps = self.discretization_steps
         self.convert_to_functional(actor_network, "actor_network", create_target_params=True)
         self.convert_to_functional(qvalue_network, "qvalue_network", create_target_params=True)
-
-    # ------------------------------------------------------------------ keys
-    def _set_in_keys(self) -> None:
-        keys = self.tensor_keys
-        self._in_keys = [
-            keys.observation,
-            keys.action,
-            ("next", keys.observation),
-            ("next", keys.reward),
-            ("next", keys.terminated),
-        ]
-
-    @property
-    def in_keys(self) -> list[NestedKey]:
-        """The tensordict keys the loss reads."""
-        if getattr(self, "_in_keys", None) is None:
-            self._set_in_keys()
-        return self._in_keys
-
-    @in_keys.setter
-    def in_keys(self, values: list[NestedKey]) -> None:
-        self._in_keys = values
-
-    # ------------------------------------------------------------------ batches
-    @property
-    def dtype(self) -> torch.dtype:
-        """The dtype the networks compute in (batches of another float dtype are converted)."""
-        first = next(self.actor_network_params.parameters(), None)
-        return torch.get_default_dtype() if first is None else first.dtype
-
-    def read_batch(self, tensordict: TensorDictBase) -> dict[str, torch.Tensor]:
-        """The tensors the losses read from a TED batch (see :func:`read_ted_batch`).
-
-        Float tensors are converted to :attr:`dtype`; values are checked to be finite (and
-        ``terminated`` to hold 0 and 1) when ``validate_inputs`` is on.
-        """
-        return read_ted_batch(
-            tensordict,
-            self.tensor_keys,
-            self.observation_dim,
-            self.action_dim,
-            check_values=self.validate_inputs,
-            dtype=self.dtype,
-        )
 
     def actor_loss(
         self, tensordict: TensorDictBase, qvalue_params: TensorDictBase | None = None

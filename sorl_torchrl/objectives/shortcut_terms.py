@@ -9,11 +9,10 @@ owns the networks, their parameters and the settings these methods read.
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 
 import torch
 from tensordict import TensorDictBase
-from torch import nn
 
 from sorl_torchrl._validation import check_power_of_two
 from sorl_torchrl.modules.critic import aggregate_q
@@ -33,11 +32,6 @@ class ShortcutTerms:
     def bptt_step_choices(self) -> list[int]:
         """The step counts ``k`` the Q and TD losses draw from: ``1, 2, ..., M_BTT``."""
         return [2**i for i in range(int(math.log2(self.max_bptt_steps)) + 1)]
-
-    @staticmethod
-    def _swap(params: TensorDictBase, network: nn.Module) -> AbstractContextManager:
-        """Evaluate ``network`` with ``params`` for the duration of a ``with`` block."""
-        return params.to_module(network, preserve_module_state=False)
 
     @property
     def _policy(self):
