@@ -17,7 +17,6 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import torch
 from torch import nn
 from torchrl.envs import EnvBase
 from tqdm.auto import tqdm
@@ -101,9 +100,10 @@ def evaluate_scaling_grid(
     episodes of :func:`~sorl_torchrl.envs.evaluate_policy`: episode ``i`` is seeded with
     ``seed + i`` whatever ``num_envs``. The verifier draws its noise from torch's RNG for
     the whole batch of envs, so a grid is reproducible for one ``(seed, num_envs)``; another
-    ``num_envs`` plays the same start states with other noise. The global torch RNG state is
-    restored afterwards (and the envs leave numpy's global RNG alone), so evaluating inside
-    a training run does not change the run's random streams.
+    ``num_envs`` plays the same start states with other noise. Each cell's episodes run in a
+    fork of torch's RNG (:func:`~sorl_torchrl.envs.evaluate_policy`), and the envs leave
+    numpy's global RNG alone, so evaluating inside a training run does not change the run's
+    random streams.
 
     Args:
         actor: the trained policy: SORL's (or flow BC's) shortcut actor, or any policy
@@ -177,7 +177,6 @@ def evaluate_scaling_grid(
     try:
         with (
             evaluation_env(env, settings["num_envs"]) as built,
-            torch.random.fork_rng(devices=[]),
             tqdm(
                 total=len(cells) * num_episodes,
                 desc="(k, N) grid",

@@ -203,7 +203,9 @@ def evaluate_policy(
     with its episode's seed and then reset again, and the episode starts from that second
     reset (what ``env.set_seed(seed + i)`` and ``env.reset()`` give on one env). A round
     lasts until every env has finished its episode (a finished env is reset and its further
-    steps are ignored). torch's RNG is seeded with ``seed`` once, at the start.
+    steps are ignored). torch's RNG is seeded with ``seed`` once, at the start, in a fork of
+    the caller's stream (the CPU's and the policy's CUDA devices'): the caller's random state
+    is the same after the call as before it.
 
     So a deterministic policy plays the same episodes with any ``num_envs``. A policy that
     draws noise from torch's RNG (:class:`~sorl_torchrl.modules.VerifierSampler`) draws it
@@ -284,20 +286,23 @@ def _evaluate(
     lengths: list[int] = []
     successes: list[bool] = []
     env_steps = 0
-    torch.manual_seed(seed)
     start = time.perf_counter()
-    for first in range(0, num_episodes, batch):
-        _seed_envs(env, range(seed + first, seed + first + batch))
-        round_returns, round_lengths, round_successes, steps = _run_round(
-            policy, env, horizon, exploration_type
-        )
-        keep = min(batch, num_episodes - first)
-        returns += round_returns[:keep]
-        lengths += round_lengths[:keep]
-        successes += round_successes[:keep]
-        env_steps += steps
-        if on_episodes is not None:
-            on_episodes(keep)
+    # The caller's random stream is left as it was: an evaluation in the middle of training
+    # must not reset the sampler's and the update's noise to the evaluation seed.
+    with torch.random.fork_rng(devices=cuda_devices(policy)):
+        torch.manual_seed(seed)
+        for first in range(0, num_episodes, batch):
+            _seed_envs(env, range(seed + first, seed + first + batch))
+            round_returns, round_lengths, round_successes, steps = _run_round(
+                policy, env, horizon, exploration_type
+            )
+            keep = min(batch, num_episodes - first)
+            returns += round_returns[:keep]
+            lengths += round_lengths[:keep]
+            successes += round_successes[:keep]
+            env_steps += steps
+            if on_episodes is not None:
+                on_episodes(keep)
     wall_time = time.perf_counter() - start
     reported = success_reported(env)
     return EvaluationResult(
@@ -309,6 +314,13 @@ def _evaluate(
         env_steps=env_steps,
         wall_time_s=wall_time,
     )
+
+
+def cuda_devices(policy: Policy) -> list[int]:
+    """The CUDA devices of a policy's parameters (whose random streams a fork must cover)."""
+    if not isinstance(policy, torch.nn.Module):
+        return []
+    return sorted({p.device.index or 0 for p in policy.parameters() if p.device.type == "cuda"})
 
 
 def success_reported(env: EnvBase) -> bool:

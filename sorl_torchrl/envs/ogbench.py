@@ -25,6 +25,7 @@ Examples:
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, Literal
 
 import gymnasium
@@ -114,20 +115,63 @@ class OGBenchInfoWrapper(gymnasium.Wrapper):
         )
 
 
+def _check_render_size(render_size: Any) -> tuple[int, int] | None:
+    """``render_size`` as a ``(width, height)`` pair of positive ints, or ``None``."""
+    if render_size is None:
+        return None
+    ok = isinstance(render_size, (tuple, list)) and len(render_size) == 2
+    if ok and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in render_size):
+        return int(render_size[0]), int(render_size[1])
+    raise ValueError(
+        f"render_size must be None or a (width, height) pair of positive ints, got {render_size!r}."
+    )
+
+
+def _make_gym_env(
+    ogbench_id: str, kwargs: dict[str, Any], render_size: tuple[int, int] | None
+) -> gymnasium.Env:
+    """``gymnasium.make`` the OGBench env, rendering ``rgb_array`` frames of ``render_size``."""
+    if render_size is None:
+        return gymnasium.make(ogbench_id, **kwargs)
+    width, height = render_size
+    try:
+        with warnings.catch_warnings():  # manipulation envs list no render modes, yet render
+            warnings.filterwarnings("ignore", message=".*not in the possible render_modes")
+            gym_env = gymnasium.make(
+                ogbench_id, **kwargs, render_mode="rgb_array", width=width, height=height
+            )
+    except TypeError as err:
+        raise ValueError(
+            f"{ogbench_id} does not accept render_mode/width/height, so it cannot render "
+            f"frames of render_size={render_size}: {err}"
+        ) from err
+    if gym_env.render_mode is None:  # manipulation envs render, but list no render modes
+        inner = gym_env.unwrapped
+        inner.metadata = {**inner.metadata, "render_modes": ["rgb_array"]}
+        inner.render_mode = "rgb_array"
+    return gym_env
+
+
 def _make_single_env(
     ogbench_id: str,
     success_timing: SuccessTiming,
     max_episode_steps: int | None,
     device: str,
     env_kwargs: dict[str, Any],
+    render_size: tuple[int, int] | None = None,
 ) -> GymWrapper:
     import ogbench  # noqa: F401  (registers the envs)
 
     kwargs = dict(env_kwargs, success_timing=success_timing)
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
-    gym_env = OGBenchInfoWrapper(gymnasium.make(ogbench_id, **kwargs))
-    env = GymWrapper(gym_env, device=device)
+    gym_env = OGBenchInfoWrapper(_make_gym_env(ogbench_id, kwargs, render_size))
+    if render_size is None:
+        env = GymWrapper(gym_env, device=device)
+    else:
+        with warnings.catch_warnings():  # OGBench declares no render fps (videos set theirs)
+            warnings.filterwarnings("ignore", message=".*No render fps was declared")
+            env = GymWrapper(gym_env, device=device, from_pixels=True, pixels_only=False)
     reader = default_info_dict_reader(
         ["success"], spec=Composite(success=Binary(1, dtype=torch.bool))
     )
@@ -144,6 +188,7 @@ def make_ogbench_env(
     max_episode_steps: int | None = None,
     seed: int | None = None,
     device: str | torch.device = "cpu",
+    render_size: tuple[int, int] | None = None,
     **env_kwargs: Any,
 ) -> EnvBase:
     """Make a TorchRL env for an OGBench singletask task.
@@ -163,6 +208,13 @@ def make_ogbench_env(
         max_episode_steps: Override OGBench's horizon (default: 200 for cube-single, ...).
         seed: Seed passed to :meth:`~torchrl.envs.EnvBase.set_seed`.
         device: Device of the env's tensordicts.
+        render_size: ``(width, height)`` of rendered frames, or ``None`` (the default: no
+            rendering). When given, the OGBench env renders ``rgb_array`` frames of that
+            size and every reset and step tensordict also holds ``"pixels"``, a uint8
+            ``[height, width, 3]`` image, next to the state ``"observation"``. Rendering
+            needs an offscreen OpenGL backend, ``MUJOCO_GL``: call
+            :func:`~sorl_torchrl.envs.configure_gl_backend` first (``record_videos`` does).
+            One env only (``num_envs=1``).
         **env_kwargs: Extra keyword arguments for ``gymnasium.make``.
 
     Returns:
@@ -170,13 +222,25 @@ def make_ogbench_env(
         ``success_timing`` attribute the timing.
 
     Raises:
-        ValueError: Unknown env id, task or success timing.
+        ValueError: Unknown env id, task or success timing; a ``render_size`` that is not
+            two positive ints, or given with ``num_envs > 1``.
     """
     if success_timing not in ("pre", "post"):
         raise ValueError(f"success_timing must be 'pre' or 'post', got {success_timing!r}.")
+    render_size = _check_render_size(render_size)
+    if render_size is not None and num_envs != 1:
+        raise ValueError(
+            f"render_size needs num_envs=1 (one env renders the frames), got num_envs={num_envs}."
+        )
     ogbench_id, horizon, _ = resolve_env_id(env_id)
     make = functools.partial(
-        _make_single_env, ogbench_id, success_timing, max_episode_steps, str(device), env_kwargs
+        _make_single_env,
+        ogbench_id,
+        success_timing,
+        max_episode_steps,
+        str(device),
+        env_kwargs,
+        render_size,
     )
     if num_envs == 1:
         env: EnvBase = make()

@@ -11,10 +11,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sorl_torchrl import QEnsemble, ShortcutActor, ShortcutLoss, SORLUpdateStep
-from sorl_torchrl.checkpoint import CheckpointError, load_module_state
+from sorl_torchrl.checkpoint import CheckpointError, load_checkpoint, load_module_state
 from sorl_torchrl.data.specs import DATASETS, DatasetSpec, _unknown, get_dataset_spec
 from sorl_torchrl.deploy.build import build_sorl_modules
 from sorl_torchrl.recipes.run_record import CHECKPOINT_NAME, record_identity, resume_differences
@@ -119,21 +120,26 @@ def build_modules(
 
 
 def check_resumable(
-    state: dict[str, Any], identity: dict[str, Any], num_updates: int, path: Path
+    state: dict[str, Any],
+    identity: dict[str, Any],
+    num_updates: int,
+    path: Path,
+    online_steps: int = 0,
 ) -> None:
     """Refuse to continue the run in checkpoint ``state`` as a run of ``identity``.
 
     Raises:
         CheckpointError: The identities differ in more than the run's length and evaluation
-            (every difference is named), or ``num_updates`` is below the checkpoint's update.
+            (every difference is named), ``num_updates`` or ``online_steps`` is below the
+            checkpoint's, or ``num_updates`` is raised after the online phase began.
     """
     diffs = resume_differences(record_identity(state), identity, f"Checkpoint {path}")
     if diffs:
         raise CheckpointError(
             f"Checkpoint {path} was written by another run:\n  "
             + "\n  ".join(diffs)
-            + "\nA resume may only raise num_updates or change eval.*. Use the checkpoint's "
-            "settings, or a new run_dir for a new run."
+            + "\nA resume may only raise num_updates or online_steps, or change eval.*. Use "
+            "the checkpoint's settings, or a new run_dir for a new run."
         )
     if num_updates < state["step"]:
         raise CheckpointError(
@@ -141,6 +147,68 @@ def check_resumable(
             f"holds: a resume extends a run, it cannot shorten it. Pass num_updates>="
             f"{state['step']}, or use a new run_dir."
         )
+    online = (state.get("online") or {}).get("step", 0)
+    if online_steps < online:
+        raise CheckpointError(
+            f"online_steps={online_steps} is below the {online} online steps that checkpoint "
+            f"{path} holds: pass online_steps>={online}, or use a new run_dir."
+        )
+    if online and num_updates != state["step"]:
+        raise CheckpointError(
+            f"num_updates={num_updates}, but checkpoint {path} is {online} steps into the "
+            f"online phase that followed update {state['step']}: offline updates cannot follow "
+            f"online ones. Pass num_updates={state['step']}, or use a new run_dir."
+        )
+
+
+def load_init_checkpoint(
+    cfg: DictConfig, device: torch.device
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checkpoint ``init_from`` names (a run dir or a ``checkpoint.pt``), checked.
+
+    A run started from it takes its weights, optimiser state and update count, and trains
+    from there (offline up to ``num_updates``, then ``online_steps`` online); its online
+    transitions, random state and sampler position are not carried over.
+
+    Returns:
+        ``(state, init)``: the checkpoint, and the run record's ``init_from`` entry (path,
+        update, algorithm, the run identity it was written under).
+
+    Raises:
+        FileNotFoundError: nothing at ``init_from``.
+        CheckpointError: the file is not a checkpoint, was written by another algorithm, or
+            holds more updates than ``num_updates``.
+    """
+    path = Path(str(cfg.init_from)).expanduser()
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.exists():
+        raise FileNotFoundError(
+            f"init_from={cfg.init_from}: no checkpoint at {path}. Pass a run dir that holds "
+            f"{CHECKPOINT_NAME}, or the checkpoint file itself."
+        )
+    state = load_checkpoint(path, map_location=device)
+    stored = (state.get("config") or {}).get("algo", {}).get("name", "sorl")
+    wanted = cfg.algo.name if "algo" in cfg else "sorl"
+    if stored != wanted:
+        raise CheckpointError(
+            f"init_from={path} holds a {stored} model, but this run is algo={wanted}: pass "
+            f"algo={stored}, or a checkpoint of a {wanted} run."
+        )
+    if cfg.num_updates < state["step"]:
+        raise CheckpointError(
+            f"init_from={path} holds update {state['step']}, above num_updates="
+            f"{cfg.num_updates}: pass num_updates={state['step']} (no more offline updates) "
+            "or more."
+        )
+    init = {
+        "path": str(path.resolve()),
+        "update": int(state["step"]),
+        "online_steps": int((state.get("online") or {}).get("step", 0)),
+        "algo": stored,
+        "run_key": state.get("run_key"),
+    }
+    return state, init
 
 
 def load_weights(loss: ShortcutLoss, state: dict[str, Any], path: Path) -> None:

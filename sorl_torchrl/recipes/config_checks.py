@@ -35,6 +35,7 @@ from sorl_torchrl._validation import (
 )
 from sorl_torchrl.data.torchrl_dataset import parse_dataset_spec
 from sorl_torchrl.envs.ogbench import SuccessTiming
+from sorl_torchrl.envs.video import VIDEO_SETTINGS
 from sorl_torchrl.modules.actor import ACTOR_SETTINGS
 from sorl_torchrl.modules.critic import CRITIC_SETTINGS
 from sorl_torchrl.recipes.algorithms import (
@@ -48,6 +49,8 @@ from sorl_torchrl.recipes.common import dataset_id, dataset_spec
 from sorl_torchrl.recipes.dataset_source import DATA_SETTINGS
 from sorl_torchrl.recipes.divergence import ON_DIVERGENCE
 from sorl_torchrl.recipes.loggers import LOGGER_BACKENDS, LOGGER_SETTINGS
+from sorl_torchrl.recipes.loop_parts import VIDEO_KEYS
+from sorl_torchrl.recipes.online import ONLINE_SETTINGS
 from sorl_torchrl.scaling import GRID_SETTINGS
 
 __all__ = [
@@ -99,6 +102,8 @@ TOP_LEVEL_SETTINGS = Settings(
         "run_dir": Text(),
         "progress": FLAG,
         "on_divergence": Choice(*ON_DIVERGENCE),
+        "init_from": Text(optional=True),
+        "online_steps": Number("[0, inf)", integer=True, meaning="0: offline only"),
     },
 )
 
@@ -120,6 +125,9 @@ EVAL_SETTINGS = Settings(
         },
         "num_envs": _COUNT,
         "parallel": FLAG,
+        "video_episodes": Number("[0, inf)", integer=True, meaning="0: no video"),
+        "video_size": VIDEO_SETTINGS["size"],
+        "video_fps": VIDEO_SETTINGS["fps"],
     },
 )
 
@@ -163,12 +171,13 @@ GROUP_SETTINGS: dict[str, Settings] = {
     "eval": EVAL_SETTINGS,
     "data": DATA_SETTINGS,  # with the rule that data.source and the *_if_missing flags agree
     "logger": LOGGER_SETTINGS,
+    "online": ONLINE_SETTINGS,
 }
 
 #: Groups whose keys a config may leave out: the constructor's default applies.
 _OPTIONAL_GROUPS = ("loss", "optim")
 #: Groups a config may lack: a config without ``algo`` (an older one) is SORL.
-_ABSENT_GROUPS = ("algo",)
+_ABSENT_GROUPS = ("algo", "online")
 
 
 def _read(node: DictConfig, key: str, name: str, problems: list[str]) -> tuple[bool, Any]:
@@ -300,7 +309,7 @@ def validate_config(cfg: DictConfig) -> None:
             problems.append(f"{group}: missing or not a group (got {node!r})")
             continue
         required = group not in _OPTIONAL_GROUPS
-        optional = ENV_BLOCKS if group == "env" else ()
+        optional = {"env": ENV_BLOCKS, "eval": VIDEO_KEYS}.get(group, ())
         _check_node(
             node, settings, f"{group}.", problems, required=required, optional_keys=optional
         )

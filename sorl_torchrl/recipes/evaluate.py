@@ -1,7 +1,13 @@
-r"""Evaluate a checkpoint over the (k, N) test-time-compute grid.
+r"""Evaluate a checkpoint over the (k, N) test-time-compute grid, and record rollout videos.
 
     sorl-evaluate runs/cube-single-play-task2/seed0/checkpoint.pt \
         --inference-steps 1 2 4 8 --num-candidates 1 4 16 64 --episodes 50 --num-envs 4
+    sorl-evaluate runs/fql/cube-single-play-task2/seed0/checkpoint.pt --video-episodes 1
+
+Any algorithm's checkpoint (``algo=sorl|fql|iql|rebrac|bc``): the grid is best-of-N with the
+algorithm's own critic; by default it is the run's own ``eval.inference_steps`` and
+``eval.num_candidates``. ``--video-episodes V`` renders V episodes of the grid's best cell as
+MP4 files under ``<out>/videos`` (:func:`~sorl_torchrl.envs.video.record_videos`).
 
 Before evaluating, the checkpoint is checked against its run dir's ``results.json`` (when there
 is one): its run identity must be the one recorded there, up to the run's length and
@@ -21,7 +27,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import torch
 from omegaconf import OmegaConf
@@ -31,13 +37,16 @@ from sorl_torchrl._validation import FLAG, Choice, Number, Settings, check_compi
 from sorl_torchrl.checkpoint import CheckpointError, load_checkpoint
 from sorl_torchrl.envs import make_ogbench_env
 from sorl_torchrl.envs.ogbench import SuccessTiming
-from sorl_torchrl.recipes.common import build_modules, dataset_id, load_weights
+from sorl_torchrl.envs.video import VIDEO_SETTINGS, record_videos
+from sorl_torchrl.recipes.algorithms import build_algorithm
+from sorl_torchrl.recipes.common import dataset_id, load_weights
 from sorl_torchrl.recipes.config_checks import EVAL_SETTINGS
 from sorl_torchrl.recipes.run_record import (
     read_record,
     record_identity,
     resume_differences,
 )
+from sorl_torchrl.recipes.runtime import Runtime
 from sorl_torchrl.scaling import (
     evaluate_scaling_grid,
     format_scaling_table,
@@ -74,11 +83,20 @@ def check_against_record(state: dict, checkpoint: Path) -> None:
 
 #: The checks of :func:`evaluate_checkpoint`'s arguments: those of the config's ``eval.*``
 #: and of the verifier, so that ``sorl-evaluate`` accepts what training evaluates with.
+def _or_run_value(check: Any) -> Any:
+    """``check``, or ``None`` (the run's own value, read from the checkpoint's config)."""
+
+    def checked(value: Any, name: str) -> Any:
+        return None if value is None else check(value, name)
+
+    return checked
+
+
 EVALUATE_SETTINGS = Settings(
     "sorl-evaluate",
     {
-        "inference_steps": EVAL_SETTINGS["inference_steps"],
-        "num_candidates": EVAL_SETTINGS["num_candidates"],
+        "inference_steps": _or_run_value(EVAL_SETTINGS["inference_steps"]),
+        "num_candidates": _or_run_value(EVAL_SETTINGS["num_candidates"]),
         "episodes": EVAL_SETTINGS["num_episodes"],
         "seed": EVAL_SETTINGS["seed"],
         "max_episode_steps": EVAL_SETTINGS["max_episode_steps"],
@@ -96,6 +114,8 @@ EVALUATE_SETTINGS = Settings(
             "[1, inf)", integer=True, optional=True, meaning="None: the package default"
         ),
         "progress": FLAG,
+        "video_episodes": Number("[0, inf)", integer=True, meaning="0: no video"),
+        "video_size": VIDEO_SETTINGS["size"],
     },
 )
 
@@ -118,8 +138,8 @@ def set_threads(threads: int | None, device: object = "cpu") -> None:
 def evaluate_checkpoint(
     checkpoint: Path,
     *,
-    inference_steps: Sequence[int] = (1, 2, 4, 8),
-    num_candidates: Sequence[int] = (1, 4, 16),
+    inference_steps: Sequence[int] | None = None,
+    num_candidates: Sequence[int] | None = None,
     episodes: int = 50,
     seed: int = 1000,
     max_episode_steps: int | None = None,
@@ -131,6 +151,8 @@ def evaluate_checkpoint(
     threads: int | None = None,
     progress: bool = False,
     out: Path | None = None,
+    video_episodes: int = 0,
+    video_size: Sequence[int] = (256, 256),
 ) -> list[dict]:
     """Check, load and evaluate a checkpoint; returns the grid rows (also written to ``out``).
 
@@ -138,8 +160,12 @@ def evaluate_checkpoint(
     read: a device this machine does not have is reported as such. ``num_envs``,
     ``parallel`` and ``success_timing`` default to the run's config (``eval.num_envs``,
     ``eval.parallel``, ``env.success_timing``; 1 env in this process for a run that predates
-    them), so the grid is the one training recorded. ``threads`` sets torch's thread count
-    for the evaluation (:func:`set_threads`); it is restored afterwards.
+    them), so the grid is the one training recorded; so do ``inference_steps`` and
+    ``num_candidates`` (the run's ``eval.*``; ``[1, 2, 4, 8]`` x ``[1, 4, 16]`` for a run
+    without them, ``k = 1`` for an algorithm without steps). ``threads`` sets torch's thread
+    count for the evaluation (:func:`set_threads`); it is restored afterwards.
+    ``video_episodes`` episodes of the best cell are rendered at ``video_size`` into
+    ``out/videos``.
 
     Raises:
         ValueError: An argument is not allowed (every one is named, with its range).
@@ -161,6 +187,8 @@ def evaluate_checkpoint(
             "compile": compile,
             "threads": threads,
             "progress": progress,
+            "video_episodes": video_episodes,
+            "video_size": video_size,
         }
     )
     checkpoint = Path(checkpoint)
@@ -169,9 +197,13 @@ def evaluate_checkpoint(
     check_against_record(state, checkpoint)
     cfg = OmegaConf.create(state["config"])
     cfg.device = str(torch_device)
-    actor, critic, loss, _ = build_modules(cfg)
-    load_weights(loss, state, checkpoint)
+    modules = build_algorithm(cfg, Runtime(torch_device, None, "evaluation", False, None))
+    load_weights(modules.loss, state, checkpoint)
     run_eval = cfg.get("eval") or {}
+    steps = [1, 2, 4, 8] if modules.has_steps else [1]  # for a run that recorded none
+    for key, default in (("inference_steps", steps), ("num_candidates", [1, 4, 16])):
+        if settings[key] is None:
+            settings[key] = list(run_eval.get(key) or default)
     if settings["parallel"] is None:
         settings["parallel"] = run_eval.get("parallel", False)
     make_env = functools.partial(
@@ -185,14 +217,14 @@ def evaluate_checkpoint(
     set_threads(settings["threads"], torch_device)
     try:
         rows = evaluate_scaling_grid(
-            actor,
-            critic,
+            modules.policy,
+            modules.critic,
             make_env,
             inference_steps=settings["inference_steps"],
             num_candidates=settings["num_candidates"],
             num_episodes=settings["episodes"],
             seed=settings["seed"],
-            q_agg=cfg.loss.q_agg,
+            q_agg=modules.q_agg,
             max_episode_steps=settings["max_episode_steps"],
             num_envs=settings["num_envs"] or run_eval.get("num_envs", 1),
             progress=settings["progress"],
@@ -206,6 +238,25 @@ def evaluate_checkpoint(
     print(f"Success (%) of {checkpoint} (step {state['step']}):")
     print(format_scaling_table(rows))
     print(f"Results in {out}")
+    if settings["video_episodes"]:
+        best = max(rows, key=lambda row: row["success_rate"])
+        k, n = best["inference_steps"], best["num_candidates"]
+        videos = record_videos(
+            modules.sampler(k, n),
+            functools.partial(make_env, max_episode_steps=settings["max_episode_steps"]),
+            num_episodes=settings["video_episodes"],
+            seed=settings["seed"],
+            out_dir=out / "videos",
+            step=int(state["step"]),
+            size=settings["video_size"],
+            tag=f"k{k}_n{n}_episode",
+        )
+        for video in videos:
+            print(
+                f"Video (k={k}, N={n}): {video['path']}, {video['frames']} frames in "
+                f"{video['seconds']:.1f} s ({video['seconds_per_frame']:.3f} s per frame), "
+                f"return {video['episode_return']:.1f}, success {video['success']}"
+            )
     return rows
 
 
@@ -223,18 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--inference-steps",
         type=int,
         nargs="+",
-        default=[1, 2, 4, 8],
+        default=None,
         metavar="K",
-        help="Euler steps k per action, powers of two (default: 1 2 4 8); more than the "
-        "model's discretization_steps warns",
+        help="Euler steps k per action, powers of two (default: the run's eval.inference_steps, "
+        "1 for an algorithm without steps); more than the model's discretization_steps warns",
     )
     parser.add_argument(
         "--num-candidates",
         type=int,
         nargs="+",
-        default=[1, 4, 16],
+        default=None,
         metavar="N",
-        help="verifier candidates N per state, integers >= 1 (default: 1 4 16)",
+        help="verifier candidates N per state, integers >= 1 (default: the run's "
+        "eval.num_candidates)",
     )
     parser.add_argument(
         "--episodes", type=int, default=50, help="episodes per (k, N) point (default: 50)"
@@ -299,6 +351,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="output dir for scaling.json, .csv and .png (default: <checkpoint dir>/evaluate)",
     )
+    parser.add_argument(
+        "--video-episodes",
+        type=int,
+        default=0,
+        metavar="V",
+        help="render V episodes of the grid's best (k, N) as MP4 files in <out>/videos "
+        "(default: 0)",
+    )
+    parser.add_argument(
+        "--video-size",
+        type=int,
+        nargs=2,
+        default=[256, 256],
+        metavar=("W", "H"),
+        help="video width and height (default: 256 256)",
+    )
     add_debug_option(parser)
     return parser
 
@@ -331,6 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=args.threads,
         progress=args.progress,
         out=args.out,
+        video_episodes=args.video_episodes,
+        video_size=args.video_size,
     )
     return 0
 

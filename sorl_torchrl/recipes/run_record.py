@@ -124,8 +124,9 @@ BOOKKEEPING_KEYS: tuple[str, ...] = (
     "hydra",
 )
 
-#: Identity keys a resume may change: the run's length and its evaluation settings.
-EXTEND_KEYS: tuple[str, ...] = ("num_updates", "eval")
+#: Identity keys a resume may change: the run's length (offline updates, online steps) and
+#: its evaluation settings.
+EXTEND_KEYS: tuple[str, ...] = ("num_updates", "online_steps", "eval")
 
 #: The data part of the identity, added to the recorded config by the training recipe.
 DATA_KEYS: tuple[str, ...] = ("data.dataset_name", "data.fingerprint")
@@ -135,7 +136,25 @@ RETIRED_KEYS: tuple[str, ...] = ("env.observation_dim", "env.action_dim")
 
 #: Settings with the value that every record written before them implied: one with that
 #: value is left out of the identity, so an older record compares equal to a new one.
-IMPLIED_SETTINGS: dict[str, Any] = {"algo.name": "sorl", "data.dataset": None}
+IMPLIED_SETTINGS: dict[str, Any] = {
+    "algo.name": "sorl",
+    "data.dataset": None,
+    # offline-to-online fine-tuning (sorl_torchrl.recipes.online): off by default
+    "init_from": None,
+    "online_steps": 0,
+    "online.balanced_sampling": False,
+    "online.inference_steps": None,
+    "online.num_candidates": 1,
+    "online.temperature": 1.0,
+    "online.eval_interval": 0,
+    "online.eval_before": True,
+    "online.env_seed": None,
+    "online.max_episode_steps": None,
+    # videos of the evaluations (eval.*, which a resume may change)
+    "eval.video_episodes": 0,
+    "eval.video_size": [256, 256],
+    "eval.video_fps": 30,
+}
 
 #: Config keys (and the keys below them) whose values reach a run only through other keys
 #: of its identity: the baselines' per-environment blocks, read through ``loss.*``.
@@ -460,8 +479,8 @@ def finished_results(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] 
         raise FileExistsError(
             f"{run_dir} holds a finished run with other settings:\n  "
             + "\n  ".join(diffs)
-            + "\nPass resume=true to extend that run (more updates, or other eval settings), "
-            "or choose another run_dir (hydra.sweep.dir for a sweep)."
+            + "\nPass resume=true to extend that run (more updates or online steps, or other "
+            "eval settings), or choose another run_dir (hydra.sweep.dir for a sweep)."
         )
     return stored
 

@@ -28,10 +28,8 @@ and the finished record.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +37,19 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from tensordict import TensorDictBase
-from torchrl.data.replay_buffers import PrioritizedSampler
-from torchrl.objectives.common import LossModule
 from tqdm import tqdm
 
 from sorl_torchrl._cli import hydra_command
 from sorl_torchrl._io import atomic_write_text
 from sorl_torchrl._threads import configure_threads
 from sorl_torchrl.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from sorl_torchrl.data import OGBenchExperienceReplay
+from sorl_torchrl.data.online import OnlineTransitions
 from sorl_torchrl.deploy.build import model_sizes
 from sorl_torchrl.recipes.algorithms import AlgorithmModules, build_algorithm
 from sorl_torchrl.recipes.common import (
     CHECKPOINT_NAME,
     check_resumable,
+    load_init_checkpoint,
     load_weights,
 )
 from sorl_torchrl.recipes.config_checks import validate_config
@@ -65,6 +61,16 @@ from sorl_torchrl.recipes.divergence import (
     refuse_diverged,
 )
 from sorl_torchrl.recipes.loggers import log_group, make_logger
+from sorl_torchrl.recipes.loop_parts import (
+    earlier_segments,
+    grid_metrics,
+    precompile_update,
+    priority_writer,
+    record_evaluation_videos,
+    stored_evaluations,
+    stored_videos,
+)
+from sorl_torchrl.recipes.online import OnlinePhase, run_online
 from sorl_torchrl.recipes.run_record import (
     RunRecord,
     finished_results,
@@ -89,43 +95,21 @@ log = logging.getLogger("sorl.train")
 register_resolvers()  # hydra.sweep.subdir names each sweep job with sorl.run_dirname
 
 
-def priority_writer(
-    buffer: OGBenchExperienceReplay, loss: LossModule
-) -> Callable[[TensorDictBase], None] | None:
-    """What feeds the TD errors back to a prioritized sampler (``None`` for other samplers).
-
-    The update step writes each sample's TD error into the batch under
-    ``loss.tensor_keys.priority``; the buffer reads it there and the batch's ``index``.
-    """
-    if not isinstance(buffer.sampler, PrioritizedSampler):
-        return None
-    key = getattr(loss.tensor_keys, "priority", None)
-    if key is None:
-        raise ValueError(
-            f"The sampler is prioritized but {type(loss).__name__} reports no TD errors: "
-            "use a uniform sampler with this algorithm."
-        )
-    buffer.priority_key = key
-
-    def write(batch: TensorDictBase) -> None:
-        if key not in batch.keys(include_nested=True):
-            raise RuntimeError(
-                f"The sampler is prioritized but the update step wrote no {key!r} into the "
-                "batch: use a SORLUpdateStep that writes the TD error, or a uniform sampler."
-            )
-        buffer.update_tensordict_priority(batch)
-
-    return write
-
-
 def evaluate(
-    cfg: DictConfig, modules: AlgorithmModules, data: TrainingData, step: int, run_dir: Path
+    cfg: DictConfig,
+    modules: AlgorithmModules,
+    data: TrainingData,
+    step: int,
+    run_dir: Path,
+    logger: Any = None,
 ) -> list[dict]:
-    """The (k, N) grid at ``step``: results file, plot and a Markdown table in the log.
+    """The (k, N) grid at ``step``: results file, plot, a Markdown table in the log, videos.
 
     Best-of-N with the algorithm's own critic (its ``q_agg``) for every ``(k, N)``, on
     ``eval.num_envs`` envs stepped side by side. No rows when the dataset has no env. The
     plot shows success rates; a grid of returns (an env without success) is tabulated only.
+    ``eval.video_episodes`` episodes of the best cell are recorded as videos
+    (:func:`~sorl_torchrl.recipes.loop_parts.record_evaluation_videos`).
     """
     if data.env_factory is None:
         return []
@@ -158,6 +142,7 @@ def evaluate(
         step,
         format_scaling_table(rows, data.metric),
     )
+    record_evaluation_videos(cfg, modules, data, rows, step, run_dir, logger)
     return rows
 
 
@@ -243,17 +228,24 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
             return stored
         refuse_diverged(run_dir, identity)
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    state = None
+    state, init = None, None
     if resume_from_checkpoint(cfg, checkpoint_path):
         state = load_checkpoint(checkpoint_path, map_location=device)
         if data.check_sizes is not None:  # before the identity check, whose diff hides sizes
             data.check_sizes(*model_sizes(state["config"]), f"Checkpoint {checkpoint_path}")
-        check_resumable(state, identity, cfg.num_updates, checkpoint_path)
+        check_resumable(state, identity, cfg.num_updates, checkpoint_path, cfg.online_steps)
+    elif cfg.init_from is not None:  # another run's weights, optimiser and update count
+        state, init = load_init_checkpoint(cfg, device)
+        if data.check_sizes is not None:
+            data.check_sizes(*model_sizes(state["config"]), f"Checkpoint {init['path']}")
+    resumed = state is not None and init is None
     start = state["step"] if state else 0
-    last_good = start if state else None  # the update checkpoint.pt holds
-    wall_before = state.get("wall_time_s", 0.0) if state else 0.0
+    online_state = state.get("online") if resumed else None
+    online_start = online_state["step"] if online_state else 0
+    last_good = start + online_start if resumed else None  # the update checkpoint.pt holds
+    wall_before = state.get("wall_time_s", 0.0) if resumed else 0.0
     segments = earlier_segments(state) + [
-        {"from_update": start, "to_update": None, "started_at": utc_now()}
+        {"from_update": start + online_start, "to_update": None, "started_at": utc_now()}
     ]
     record.start(
         dataset_id=dataset["id"],
@@ -263,7 +255,8 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
         num_updates=cfg.num_updates,
         run_key=identity,
         dataset=dataset,
-        resumed_from_update=start if state else None,
+        resumed_from_update=start + online_start if resumed else None,
+        init_from=init,
         last_checkpoint_update=last_good,
         segments=segments,
         git=git_revision(),
@@ -277,22 +270,27 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
     modules = build_algorithm(cfg, runtime)
     loss, update = modules.loss, modules.update
     if state is not None:
-        load_weights(loss, state, checkpoint_path)
+        load_weights(loss, state, Path(init["path"]) if init else checkpoint_path)
         update.load_state_dict(state["optimizers"])
         train_buffer.sampler.load_state_dict(state["sampler"])
+    if resumed:
         set_rng_state(state["rng"])
-        log.info("Resumed %s at update %d.", run_dir, start)
+        log.info("Resumed %s at update %d.", run_dir, start + online_start)
     write_priorities = priority_writer(train_buffer, loss)
 
     # Rows an interrupted run logged past the checkpoint are dropped (CSV) or hidden
     # (TensorBoard); a new run starts its tables afresh (sorl_torchrl.recipes.loggers).
-    logger = make_logger(cfg.logger, run_dir, data.name, resume_step=start if state else None)
+    logger = make_logger(
+        cfg.logger, run_dir, data.name, resume_step=start + online_start if resumed else None
+    )
 
     def until(step: int) -> list[dict]:
         return segments[:-1] + [{**segments[-1], "to_update": step}]
 
-    def save(step: int) -> None:
+    def save(step: int, online: dict[str, Any] | None = None) -> None:
+        """Checkpoint after offline update ``step`` and, in the online phase, its state."""
         nonlocal last_good
+        total = step + (online["step"] if online else 0)
         kept = "" if last_good is None else f"The checkpoint of update {last_good} is intact. "
         with writing(checkpoint_path, "checkpoint", kept):
             save_checkpoint(
@@ -302,16 +300,17 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
                     "run_key": identity,
                     "config": config,
                     "dataset": dataset,
-                    "segments": until(step),
+                    "segments": until(total),
                     "loss": loss.state_dict(),
                     "optimizers": update.state_dict(),
                     "sampler": train_buffer.sampler.state_dict(),
                     "rng": get_rng_state(),
                     "wall_time_s": wall_before + time.perf_counter() - wall_start,
+                    **({"online": online} if online else {}),
                 },
             )
-        last_good = step
-        record.note(last_checkpoint_update=step)  # the record names the checkpoint on disk
+        last_good = total
+        record.note(last_checkpoint_update=total)  # the record names the checkpoint on disk
 
     # Non-finite losses and gradient norms: recorded on the device every update, read on
     # the host at each log, evaluation and checkpoint, so no checkpoint holds diverged weights.
@@ -372,7 +371,7 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
             val_metrics = validation_losses(modules, val_buffer, cfg.val_batches)
             log_group(logger, "val", val_metrics, done)
         if eval_now:
-            grid = evaluate(cfg, modules, data, done, run_dir)
+            grid = evaluate(cfg, modules, data, done, run_dir, logger)
             log_group(logger, "eval", grid_metrics(grid, data.metric), done)
         if save_now and diverged is None:
             save(done)
@@ -381,21 +380,53 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
     train_seconds = time.perf_counter() - train_start
     updates_per_second = trained / train_seconds if trained else None
     watch()
-    if diverged is None:
+    if diverged is None and online_state is None:  # not over a checkpoint of the online phase
         save(cfg.num_updates)
 
+    # --- the online phase (online_steps > 0): collect, one update per env step
+    online_summary, final_step = None, cfg.num_updates + cfg.online_steps
+    if cfg.online_steps:
+        transitions = OnlineTransitions(
+            train_buffer[torch.zeros(1, dtype=torch.long)], cfg.online_steps, device
+        )
+        if online_state is not None:
+            transitions.load_state_dict(online_state["transitions"])
+
+        def evaluate_at(step: int) -> list[dict]:
+            rows = evaluate(cfg, modules, data, step, run_dir, logger)
+            log_group(logger, "eval", grid_metrics(rows, data.metric), step)
+            return rows
+
+        def save_online(online_step: int) -> None:
+            if diverged is None:
+                online = {"step": online_step, "transitions": transitions.state_dict()}
+                save(cfg.num_updates, online)
+
+        def record_losses(step: int, info: Any) -> None:
+            if diverged is None:
+                monitor.record(step, info)
+
+        phase = OnlinePhase(
+            cfg, modules, data, logger, cfg.num_updates, online_start, transitions,
+            evaluate_at, save_online, watch, record_losses, cfg.progress,
+        )  # fmt: skip
+        online_summary = run_online(phase)
+        watch()
+        save_online(cfg.online_steps)
+
     # --- final evaluation over (k, N)
-    rows = evaluate(cfg, modules, data, cfg.num_updates, run_dir)
-    log_group(logger, "eval", grid_metrics(rows, data.metric), cfg.num_updates)
+    rows = evaluate(cfg, modules, data, final_step, run_dir, logger)
+    log_group(logger, "eval", grid_metrics(rows, data.metric), final_step)
     logger.close()
     if rows and data.metric == "success_rate":
         plot_scaling(rows, run_dir / "scaling.png", title=data.name)
     best = max(rows, key=lambda r: r[data.metric]) if rows else None
     keys = ("inference_steps", "num_candidates", data.metric)
     results = record.finish(
-        segments=until(cfg.num_updates),
+        segments=until(final_step),
         grid=rows,
         evaluations=stored_evaluations(run_dir),
+        videos=stored_videos(run_dir),
         final_metrics={
             "train": train_metrics,
             "val": val_metrics,
@@ -408,10 +439,12 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
         torch_threads=torch.get_num_threads(),
         compiled=getattr(update, "is_compiled", None),
         compile_mode=update.compile_mode,
+        online=online_summary,
     )
     what = "Success (%)" if data.metric == "success_rate" else "Mean return"
     if rows:
-        print(f"\n{what} on {data.name} after {cfg.num_updates} updates:")
+        online = f" and {cfg.online_steps} online steps" if cfg.online_steps else ""
+        print(f"\n{what} on {data.name} after {cfg.num_updates} updates{online}:")
         print(format_scaling_table(rows, data.metric))
     else:
         print(f"\nNo evaluation: {data.name} names no environment to evaluate in.")
@@ -420,66 +453,6 @@ def _train(cfg: DictConfig, record: RunRecord) -> dict:
     if diverged is not None:
         print(f"Diverged: {describe_divergence(diverged)} This grid is of weights trained past it.")
     return results
-
-
-def precompile_update(
-    update: Any, buffer: OGBenchExperienceReplay, batch_size: int, progress: bool
-) -> float:
-    """Compile every graph of a compiled update step now, saying so; returns the seconds.
-
-    The batch is the buffer's first ``batch_size`` rows (read by index: the sampler's random
-    stream is untouched), so the graphs have the shapes and device of training.
-    """
-    if update.compile_mode is None:
-        return 0.0
-    choices = getattr(update.loss, "bptt_step_choices", None)  # SORL's step counts k
-    what = "" if choices is None else f" for k={','.join(map(str, choices))}"
-    log.info(
-        "Compiling the update%s (torch.compile mode %r: every loss, forward and backward, one "
-        "graph per step count k it draws). The first run on a machine takes minutes on a CPU; "
-        "later runs reuse inductor's on-disk cache. compile=false skips it.",
-        what,
-        update.compile_mode,
-    )
-    batch = buffer[torch.arange(batch_size) % len(buffer)]
-    total = None if choices is None else len(choices)
-    with tqdm(total=total, desc="compiling", unit="k", disable=not progress) as bar:
-
-        def compiled(k: int) -> None:
-            bar.set_postfix(k=k)
-            bar.update()
-
-        seconds = update.precompile(batch, progress=compiled)
-    state = "compiled" if update.is_compiled else f"fell back to eager ({update.compile_failures})"
-    log.info("The update %s in %.1f s.", state, seconds)
-    return seconds
-
-
-def grid_metrics(rows: list[dict], metric: str = "success_rate") -> dict[str, float]:
-    """``{"success_k<k>_n<N>": rate}`` (or ``return_k<k>_n<N>``) of a grid, for ``log_group``."""
-    name = "success" if metric == "success_rate" else "return"
-    return {f"{name}_k{r['inference_steps']}_n{r['num_candidates']}": r[metric] for r in rows}
-
-
-def earlier_segments(state: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The training segments (``from_update``, ``to_update``) behind a checkpoint's weights.
-
-    A checkpoint of an earlier version does not list them: one segment up to its update,
-    of unknown start, stands for them.
-    """
-    if state is None:
-        return []
-    unknown = {"from_update": None, "to_update": state["step"], "started_at": None}
-    return list(state.get("segments") or [unknown])
-
-
-def stored_evaluations(run_dir: Path) -> list[dict]:
-    """Every (k, N) evaluation written under ``run_dir/eval``, by step (survives a resume)."""
-    evaluations = []
-    for path in (run_dir / "eval").glob("scaling_step*.json"):
-        step = int(path.stem.removeprefix("scaling_step"))
-        evaluations.append({"step": step, "grid": json.loads(path.read_text())})
-    return sorted(evaluations, key=lambda e: e["step"])
 
 
 @hydra_command("sorl-train")

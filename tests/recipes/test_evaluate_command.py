@@ -92,3 +92,48 @@ def test_a_run_without_eval_num_envs_is_evaluated_with_one_env(checkpoint, tmp_p
     save_checkpoint(older, state)
     rows = evaluate_checkpoint(older, **GRID)
     assert {row["num_envs"] for row in rows} == {1}
+
+
+def test_defaults_are_the_runs_own_grid(checkpoint, tmp_path):
+    rows = evaluate_checkpoint(checkpoint, episodes=1, max_episode_steps=3, out=tmp_path / "o")
+    # tiny_overrides trains with eval.inference_steps=[1,2] and eval.num_candidates=[1,2]
+    cells = {(r["inference_steps"], r["num_candidates"]) for r in rows}
+    assert cells == {(1, 1), (1, 2), (2, 1), (2, 2)}
+
+
+def test_a_baseline_checkpoint_is_evaluated_with_its_own_critic(tiny_cube_root, tmp_path):
+    run_dir = tmp_path / "iql"
+    iql = ["algo=iql", "eval.inference_steps=[1]"]
+    run(compose_train(tiny_overrides(tiny_cube_root, run_dir, 10) + iql))
+    rows = evaluate_checkpoint(
+        run_dir / "checkpoint.pt", episodes=1, max_episode_steps=3, out=tmp_path / "o"
+    )
+    assert {(r["inference_steps"], r["num_candidates"]) for r in rows} == {(1, 1), (1, 2)}
+    # IQL has no steps: an explicit k > 1 is refused, not silently dropped
+    with pytest.raises(SettingError, match="inference_steps must be 1"):
+        evaluate_checkpoint(run_dir / "checkpoint.pt", inference_steps=[2], episodes=1)
+
+
+def test_video_episodes_of_the_best_cell(checkpoint, tmp_path, capsys):
+    from sorl_torchrl.envs.video import configure_gl_backend
+
+    try:
+        configure_gl_backend()
+    except RuntimeError as err:
+        pytest.skip(f"no OpenGL backend for MuJoCo here: {err}")
+    out = tmp_path / "o"
+    evaluate_checkpoint(
+        checkpoint,
+        inference_steps=[1],
+        num_candidates=[1],
+        episodes=1,
+        max_episode_steps=3,
+        out=out,
+        video_episodes=1,
+        video_size=[32, 32],
+    )
+    (video,) = sorted((out / "videos").glob("*.mp4"))
+    assert video.name == "k1_n1_episode0_step10.mp4"
+    assert "4 frames" in capsys.readouterr().out  # the reset frame and 3 steps
+    with pytest.raises(SettingError, match="video_episodes"):
+        evaluate_checkpoint(checkpoint, video_episodes=-1)
