@@ -119,6 +119,36 @@ PROJECTS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         "https://docs.pytorch.org/rl/stable/",
         [
             (
+                "torchrl.collectors.Collector",
+                "py:class",
+                "reference/generated/torchrl.collectors.Collector.html#$",
+            ),
+            (
+                "torchrl.envs.transforms.Transform",
+                "py:class",
+                "reference/generated/torchrl.envs.transforms.Transform.html#$",
+            ),
+            (  # the path show-inheritance names
+                "torchrl.envs.transforms._base.Transform",
+                "py:class",
+                "reference/generated/torchrl.envs.transforms.Transform.html",
+            ),
+            (
+                "torchrl.record.VideoRecorder",
+                "py:class",
+                "reference/generated/torchrl.record.VideoRecorder.html#$",
+            ),
+            (
+                "torchrl.record.loggers.Logger",
+                "py:class",
+                "reference/generated/torchrl.record.loggers.Logger.html#$",
+            ),
+            (  # the path show-inheritance and annotations name
+                "torchrl.record.loggers.common.Logger",
+                "py:class",
+                "reference/generated/torchrl.record.loggers.Logger.html",
+            ),
+            (
                 "torchrl.objectives.LossModule",
                 "py:class",
                 "reference/generated/torchrl.objectives.LossModule.html#$",

@@ -67,6 +67,8 @@ nitpick_ignore = [
     ("py:class", "omegaconf.dictconfig.DictConfig"),
     # Optional names in napoleon "optional" type annotations.
     ("py:class", "optional"),
+    # NumPy arrays in annotations (``frames: Tensor | ndarray``); no NumPy inventory is bundled.
+    ("py:class", "numpy.ndarray"),
     # Inherited replay-buffer method named without its class in a docstring.
     ("py:meth", "sample"),
 ]

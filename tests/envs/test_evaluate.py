@@ -129,6 +129,38 @@ def test_evaluation_leaves_numpy_global_rng_alone():
     assert (np.random.get_state()[1] == before).all()
 
 
+def test_evaluation_leaves_torchs_random_stream_alone():
+    # a policy that draws noise from torch's RNG; the caller's next draw is what it was
+    env = make_ogbench_env(ENV_ID)
+    noisy = RandomPolicy(env.action_spec)
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    evaluate_policy(noisy, env, num_episodes=1, seed=5, max_episode_steps=3)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_episodes_seeds_seed_each_reset_and_refuse_batched_envs():
+    from torchrl.envs import TransformedEnv
+
+    from sorl_torchrl.envs import EpisodeSeeds
+
+    def starts(first_episode, resets):
+        env = TransformedEnv(make_ogbench_env(ENV_ID), EpisodeSeeds(11, first_episode))
+        return [env.reset()["observation"] for _ in range(resets)]
+
+    run = starts(0, 3)
+    # episode i starts where env.set_seed(11 + i); env.reset() starts, as evaluations do
+    for i, start in enumerate(run):
+        plain = make_ogbench_env(ENV_ID)
+        plain.set_seed(11 + i)
+        assert torch.equal(plain.reset()["observation"], start)
+    assert torch.equal(starts(2, 1)[0], run[2])  # a restored count continues there
+    batched = TransformedEnv(make_ogbench_env(ENV_ID, num_envs=2), EpisodeSeeds(0))
+    with pytest.raises(RuntimeError, match="one env"):
+        batched.reset()
+
+
 def test_a_factory_is_built_with_num_envs_closed_after_and_threads_restored():
     built = []
 
