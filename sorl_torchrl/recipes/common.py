@@ -161,6 +161,16 @@ def check_resumable(
         )
 
 
+def trained_updates(state: dict[str, Any]) -> int:
+    """The updates behind a checkpoint's weights: offline ones plus one per online step.
+
+    Examples:
+        >>> trained_updates({"step": 15000, "online": {"step": 10}})
+        15010
+    """
+    return int(state["step"]) + int((state.get("online") or {}).get("step", 0))
+
+
 def load_init_checkpoint(
     cfg: DictConfig, device: torch.device
 ) -> tuple[dict[str, Any], dict[str, Any]]:

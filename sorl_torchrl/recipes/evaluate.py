@@ -39,7 +39,7 @@ from sorl_torchrl.envs import make_ogbench_env
 from sorl_torchrl.envs.ogbench import SuccessTiming
 from sorl_torchrl.envs.video import VIDEO_SETTINGS, record_videos
 from sorl_torchrl.recipes.algorithms import build_algorithm
-from sorl_torchrl.recipes.common import dataset_id, load_weights
+from sorl_torchrl.recipes.common import dataset_id, load_weights, trained_updates
 from sorl_torchrl.recipes.config_checks import EVAL_SETTINGS
 from sorl_torchrl.recipes.run_record import (
     read_record,
@@ -234,8 +234,9 @@ def evaluate_checkpoint(
         torch.set_num_threads(threads_before)
     out = out or checkpoint.parent / "evaluate"
     write_scaling_results(rows, out)
-    plot_scaling(rows, out / "scaling.png", title=f"{dataset_id(cfg)}, step {state['step']}")
-    print(f"Success (%) of {checkpoint} (step {state['step']}):")
+    update = trained_updates(state)
+    plot_scaling(rows, out / "scaling.png", title=f"{dataset_id(cfg)}, step {update}")
+    print(f"Success (%) of {checkpoint} (step {update}):")
     print(format_scaling_table(rows))
     print(f"Results in {out}")
     if settings["video_episodes"]:
@@ -247,7 +248,7 @@ def evaluate_checkpoint(
             num_episodes=settings["video_episodes"],
             seed=settings["seed"],
             out_dir=out / "videos",
-            step=int(state["step"]),
+            step=update,
             size=settings["video_size"],
             tag=f"k{k}_n{n}_episode",
         )
