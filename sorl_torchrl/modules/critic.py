@@ -62,6 +62,26 @@ def aggregate_q(values: torch.Tensor, how: QAggregation) -> torch.Tensor:
     raise ValueError(f"Unknown Q aggregation {how!r}: use 'min' or 'mean'.")
 
 
+def policy_q_term(
+    values: torch.Tensor, how: QAggregation, normalize: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The actor's Q term: ``(lam * -mean(Q), Q [*B, 1], lam)``, ``Q`` aggregated over members.
+
+    ``lam = 1 / mean |Q|``, detached (the normalised Q loss of SORL, FQL, IQL's ``ddpgbc``
+    actor and ReBRAC), or 1 when ``normalize`` is false.
+
+    Examples:
+        >>> values = torch.tensor([[[2.0], [-4.0]], [[4.0], [-2.0]]])  # E=2, B=2
+        >>> loss, q, lam = policy_q_term(values, "mean")
+        >>> q.flatten().tolist(), lam.item(), loss.item()  # -mean(Q) / mean|Q| = 0 / 3
+        ([3.0, -3.0], 0.3333333432674408, -0.0)
+    """
+    q = aggregate_q(values, how)
+    loss = -q.mean()
+    lam = (1.0 / q.abs().mean()).detach() if normalize else torch.ones_like(loss)
+    return lam * loss, q, lam
+
+
 class QEnsemble(TensorDictModuleBase):
     """``E`` independent critics ``Q_e(s, a[, k])`` evaluated with batched GEMMs.
 

@@ -15,7 +15,7 @@ from tensordict.nn import dispatch
 
 from sorl_torchrl._validation import FLAG, Choice, Number, Settings
 from sorl_torchrl.modules.actor import ShortcutActor, ShortcutModel
-from sorl_torchrl.modules.critic import QAggregation, QEnsemble, aggregate_q
+from sorl_torchrl.modules.critic import QAggregation, QEnsemble, aggregate_q, policy_q_term
 from sorl_torchrl.modules.one_step_policy import OneStepPolicy
 from sorl_torchrl.objectives._baseline_common import TEDLoss, check_critic
 from sorl_torchrl.objectives.batch import critic_diagnostics
@@ -258,10 +258,7 @@ class FQLLoss(TEDLoss):
         """``(lam * -mean q, q [B, 1], lam)``, ``q`` over the members; the critic frozen."""
         with self._swap(self.qvalue_network_params.detach(), self.qvalue_network):
             values = self.qvalue_network.values(observation, policy_action)
-        q = aggregate_q(values, self.actor_q_agg or self.q_agg)
-        loss = -q.mean()
-        lam = (1.0 / q.abs().mean()).detach() if self.normalize_q_loss else torch.ones_like(loss)
-        return lam * loss, q, lam
+        return policy_q_term(values, self.actor_q_agg or self.q_agg, self.normalize_q_loss)
 
     def _critic_objective(
         self,

@@ -18,7 +18,7 @@ from tensordict.utils import NestedKey
 
 from sorl_torchrl._validation import FLAG, Choice, Number, Settings
 from sorl_torchrl.modules.baseline_actors import GaussianActor, gaussian_log_prob
-from sorl_torchrl.modules.critic import QEnsemble
+from sorl_torchrl.modules.critic import QEnsemble, policy_q_term
 from sorl_torchrl.modules.value import StateValue
 from sorl_torchrl.objectives._baseline_common import TEDLoss, check_critic
 
@@ -330,8 +330,8 @@ class IQLLoss(TEDLoss):
             mean = self.actor_network.module.mean(observation)
         log_prob = gaussian_log_prob(mean, action)
         policy_action = mean.clamp(-1.0, 1.0)
-        q = self._q(self.qvalue_network_params.detach(), observation, policy_action).amin(0)
-        q_loss = -q.mean() / q.abs().mean().detach()
+        values = self._q(self.qvalue_network_params.detach(), observation, policy_action)
+        q_loss, q, _ = policy_q_term(values, "min")
         loss = q_loss - self.alpha * log_prob.mean()
         detail = {"q": q.detach()[:, 0], "log_prob": log_prob.detach(), "mean": mean.detach()}
         return loss, detail

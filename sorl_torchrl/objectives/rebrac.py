@@ -19,7 +19,7 @@ from tensordict.utils import NestedKey, unravel_key
 from sorl_torchrl._tensor_checks import as_model_dtype, check_feature_dim, check_finite
 from sorl_torchrl._validation import FLAG, Choice, Number, Settings
 from sorl_torchrl.modules.baseline_actors import TanhActor
-from sorl_torchrl.modules.critic import QEnsemble
+from sorl_torchrl.modules.critic import QEnsemble, policy_q_term
 from sorl_torchrl.objectives._baseline_common import TEDLoss, check_critic
 
 __all__ = ["REBRAC_SETTINGS", "ReBRACLoss"]
@@ -282,10 +282,10 @@ class ReBRACLoss(TEDLoss):
         with self._swap(self.actor_network_params, self.actor_network):
             policy_action = self.actor_network.mode(observation)
         with self._swap(self.qvalue_network_params.detach(), self.qvalue_network):
-            q = self.qvalue_network.values(observation, policy_action).amin(0)
-        lam = (1.0 / q.abs().mean()).detach()
+            values = self.qvalue_network.values(observation, policy_action)
+        q_loss, q, lam = policy_q_term(values, "min")
         distance = self._distance(policy_action, action)
-        loss = -(lam * q).mean() + self.alpha_actor * distance.mean()
+        loss = q_loss + self.alpha_actor * distance.mean()
         return loss, {"q": q.detach(), "bc_distance": distance.detach(), "lambda": lam}
 
     def draw_randomness(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ import torch
 from tensordict import TensorDictBase
 
 from sorl_torchrl._validation import check_power_of_two
-from sorl_torchrl.modules.critic import aggregate_q
+from sorl_torchrl.modules.critic import aggregate_q, policy_q_term
 
 __all__ = ["ShortcutTerms"]
 
@@ -149,10 +149,7 @@ class ShortcutTerms:
         params = self.qvalue_network_params if qvalue_params is None else qvalue_params
         with self._swap(params.detach(), self.qvalue_network):
             values = self.qvalue_network.values(observation, action, float(num_steps))
-        q = aggregate_q(values, self.actor_q_agg or self.q_agg)
-        loss = -q.mean()
-        lam = (1.0 / q.abs().mean()).detach() if self.normalize_q_loss else torch.ones_like(loss)
-        return lam * loss, q, lam
+        return policy_q_term(values, self.actor_q_agg or self.q_agg, self.normalize_q_loss)
 
     def _critic_objective(
         self,
