@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDictBase
@@ -13,7 +14,30 @@ from torchrl.objectives.common import LossModule
 from sorl_torchrl.modules.critic import QEnsemble
 from sorl_torchrl.objectives.batch import read_ted_batch
 
-__all__ = ["TEDLoss", "check_critic"]
+__all__ = ["TEDKeys", "TEDLoss", "check_critic"]
+
+
+@dataclass
+class TEDKeys:
+    """The tensordict keys every loss reads (its ``_AcceptedKeys``; ``loss.set_keys(...)``).
+
+    A loss that reads more subclasses it (ReBRAC's ``next_action``, SORL's ``priority``).
+
+    Attributes:
+        observation: observation key (``("next", observation)`` is the next one).
+            Defaults to ``"observation"``.
+        action: dataset action key. Defaults to ``"action"``.
+        reward: reward key, read under ``"next"``. Defaults to ``"reward"``.
+        terminated: termination key, read under ``"next"``; ``mask = 1 - terminated``.
+            Defaults to ``"terminated"``.
+        done: episode-end key (not read: the TD target uses ``mask``). Defaults to ``"done"``.
+    """
+
+    observation: NestedKey = "observation"
+    action: NestedKey = "action"
+    reward: NestedKey = "reward"
+    terminated: NestedKey = "terminated"
+    done: NestedKey = "done"
 
 
 def check_critic(qvalue_network: QEnsemble, actor: nn.Module, owner: str) -> None:

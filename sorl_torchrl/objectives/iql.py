@@ -8,19 +8,17 @@ https://arxiv.org/abs/2502.02538).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import dispatch
-from tensordict.utils import NestedKey
 
 from sorl_torchrl._validation import FLAG, Choice, Number, Settings
 from sorl_torchrl.modules.baseline_actors import GaussianActor, gaussian_log_prob
 from sorl_torchrl.modules.critic import QEnsemble, policy_q_term
 from sorl_torchrl.modules.value import StateValue
-from sorl_torchrl.objectives._baseline_common import TEDLoss, check_critic
+from sorl_torchrl.objectives._baseline_common import TEDKeys, TEDLoss, check_critic
 
 __all__ = ["IQL_SETTINGS", "IQLLoss"]
 
@@ -135,25 +133,7 @@ class IQLLoss(TEDLoss):
         sorl_torchrl._validation.SettingError: expectile must be a finite number in (0, 1), ...
     """
 
-    @dataclass
-    class _AcceptedKeys:
-        """Configurable tensordict keys (set with ``loss.set_keys(...)``).
-
-        Attributes:
-            observation: observation key (``("next", observation)`` is the next one).
-                Defaults to ``"observation"``.
-            action: dataset action key. Defaults to ``"action"``.
-            reward: reward key, read under ``"next"``. Defaults to ``"reward"``.
-            terminated: termination key, read under ``"next"``; ``mask = 1 - terminated``.
-                Defaults to ``"terminated"``.
-            done: episode-end key (not read). Defaults to ``"done"``.
-        """
-
-        observation: NestedKey = "observation"
-        action: NestedKey = "action"
-        reward: NestedKey = "reward"
-        terminated: NestedKey = "terminated"
-        done: NestedKey = "done"
+    _AcceptedKeys = TEDKeys
 
     SETTINGS: ClassVar[Settings] = IQL_SETTINGS
     default_keys = _AcceptedKeys

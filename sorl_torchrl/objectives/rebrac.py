@@ -20,7 +20,7 @@ from sorl_torchrl._tensor_checks import as_model_dtype, check_feature_dim, check
 from sorl_torchrl._validation import FLAG, Choice, Number, Settings
 from sorl_torchrl.modules.baseline_actors import TanhActor
 from sorl_torchrl.modules.critic import QEnsemble, policy_q_term
-from sorl_torchrl.objectives._baseline_common import TEDLoss, check_critic
+from sorl_torchrl.objectives._baseline_common import TEDKeys, TEDLoss, check_critic
 
 __all__ = ["REBRAC_SETTINGS", "ReBRACLoss"]
 
@@ -131,27 +131,15 @@ class ReBRACLoss(TEDLoss):
     """
 
     @dataclass
-    class _AcceptedKeys:
-        """Configurable tensordict keys (set with ``loss.set_keys(...)``).
+    class _AcceptedKeys(TEDKeys):
+        """:class:`~sorl_torchrl.objectives._baseline_common.TEDKeys` and ``next_action``.
 
         Attributes:
-            observation: observation key (``("next", observation)`` is the next one).
-                Defaults to ``"observation"``.
-            action: dataset action key. Defaults to ``"action"``.
             next_action: the dataset's next action ``a'_D`` (a full key, not read under
                 ``"next"``). Defaults to ``("next", "action")``.
-            reward: reward key, read under ``"next"``. Defaults to ``"reward"``.
-            terminated: termination key, read under ``"next"``; ``mask = 1 - terminated``.
-                Defaults to ``"terminated"``.
-            done: episode-end key (not read). Defaults to ``"done"``.
         """
 
-        observation: NestedKey = "observation"
-        action: NestedKey = "action"
         next_action: NestedKey = ("next", "action")
-        reward: NestedKey = "reward"
-        terminated: NestedKey = "terminated"
-        done: NestedKey = "done"
 
     DELAYED_TERMS: ClassVar[tuple[str, ...]] = ("loss_actor",)
     EXTRA_IN_KEYS: ClassVar[tuple[str, ...]] = ("next_action",)

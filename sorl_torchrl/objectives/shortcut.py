@@ -28,7 +28,7 @@ from sorl_torchrl._validation import (
 )
 from sorl_torchrl.modules.actor import ShortcutActor
 from sorl_torchrl.modules.critic import QAggregation, QEnsemble
-from sorl_torchrl.objectives._baseline_common import TEDLoss
+from sorl_torchrl.objectives._baseline_common import TEDKeys, TEDLoss
 from sorl_torchrl.objectives.batch import actor_diagnostics, critic_diagnostics
 from sorl_torchrl.objectives.shortcut_terms import ShortcutTerms
 
@@ -182,27 +182,14 @@ class ShortcutLoss(ShortcutTerms, TEDLoss):
     """
 
     @dataclass
-    class _AcceptedKeys:
-        """Configurable tensordict keys (set with ``loss.set_keys(...)``).
+    class _AcceptedKeys(TEDKeys):
+        """:class:`~sorl_torchrl.objectives._baseline_common.TEDKeys` and ``priority``.
 
         Attributes:
-            observation: observation key (``("next", observation)`` is the next one).
-                Defaults to ``"observation"``.
-            action: dataset action key. Defaults to ``"action"``.
-            reward: reward key, read under ``"next"``. Defaults to ``"reward"``.
-            terminated: termination key, read under ``"next"``; ``mask = 1 - terminated``.
-                Defaults to ``"terminated"``.
-            done: episode-end key (not used by the TD target, which uses ``mask``).
-                Defaults to ``"done"``.
             priority: where the per-sample TD error is written for prioritized replay.
                 Defaults to ``"td_error"``.
         """
 
-        observation: NestedKey = "observation"
-        action: NestedKey = "action"
-        reward: NestedKey = "reward"
-        terminated: NestedKey = "terminated"
-        done: NestedKey = "done"
         priority: NestedKey = "td_error"
 
     SETTINGS: ClassVar[Settings] = LOSS_SETTINGS
